@@ -1,0 +1,1 @@
+"""Tabular algorithms of the Bellman / value-iteration / Monte Carlo / TD chapters."""

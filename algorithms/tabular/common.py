@@ -1,0 +1,157 @@
+"""Pieces every tabular algorithm shares: Bellman operators, policies, exact evaluation, episodes.
+
+Notation of S. Zhao, "Mathematical Foundations of Reinforcement Learning" (2025):
+q(s, a) = r(s, a) + gamma * sum_s' p(s'|s, a) v(s')                         (Ch. 2, Eq. 2.x)
+v_pi = r_pi + gamma P_pi v_pi  =>  v_pi = (I - gamma P_pi)^-1 r_pi           (Ch. 2, matrix form)
+v*   = max_pi (r_pi + gamma P_pi v*)                                         (Ch. 3, BOE)
+
+Policies are arrays pi[s, a] of probabilities. All functions are pure and jittable.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from envs.tabular import TabularMDP
+
+
+class Task(NamedTuple):
+    """What a tabular (or online) algorithm trains on: an env and its params."""
+    env: Any
+    params: Any
+
+
+def tabular_config(num_updates: int, log_every: int, eval_every: int | None = None,
+                   gamma: float = 0.9) -> ml_collections.ConfigDict:
+    """The fields every tabular config has (the runner reads the first four)."""
+    return ml_collections.ConfigDict(dict(
+        num_updates=num_updates,  # total calls of `update`
+        log_every=log_every,  # updates per jitted chunk; one log row per chunk
+        eval_every=eval_every or log_every,  # updates between evaluations
+        gamma=gamma,  # discount rate (the book's default 0.9)
+        x64=False,  # run in float64 (set before anything is traced)
+    ))
+
+
+def model_of(task: Task) -> TabularMDP:
+    """The exact model of a task's env (traced under jit, folded to constants)."""
+    return task.env.tabular_mdp(task.params)
+
+
+def q_from_v(mdp: TabularMDP, v: jax.Array, gamma) -> jax.Array:
+    """Action values q[s, a] = r(s, a) + gamma * E[v(s') | s, a]."""
+    return mdp.rewards + gamma * mdp.expected_next(v)
+
+
+def greedy(q: jax.Array) -> jax.Array:
+    """Deterministic greedy policy (ties to the lowest action index), one-hot [S, A]."""
+    return jax.nn.one_hot(jnp.argmax(q, axis=-1), q.shape[-1], dtype=q.dtype)
+
+
+def epsilon_greedy(q: jax.Array, epsilon) -> jax.Array:
+    """pi(a|s) = 1 - eps (|A|-1)/|A| for the greedy action, eps/|A| for the others (Ch. 5)."""
+    n = q.shape[-1]
+    return (1.0 - epsilon) * greedy(q) + epsilon / n
+
+
+def uniform_policy(num_states: int, num_actions: int) -> jax.Array:
+    return jnp.full((num_states, num_actions), 1.0 / num_actions)
+
+
+def policy_matrices(mdp: TabularMDP, policy: jax.Array):
+    """(r_pi[S], P_pi[S, S]) of a policy."""
+    chex.assert_shape(policy, (mdp.num_states, mdp.num_actions))
+    r_pi = jnp.sum(policy * mdp.rewards, axis=-1)
+    weights = policy[..., None] * mdp.probs  # [S, A, K]
+    rows = jnp.broadcast_to(jnp.arange(mdp.num_states)[:, None, None], weights.shape)
+    p_pi = jnp.zeros((mdp.num_states, mdp.num_states), weights.dtype)
+    p_pi = p_pi.at[rows, mdp.next_states].add(weights)
+    return r_pi, p_pi
+
+
+def evaluate_policy_exact(mdp: TabularMDP, policy: jax.Array, gamma) -> jax.Array:
+    """Closed-form policy evaluation v_pi = (I - gamma P_pi)^-1 r_pi (book Ch. 2.7)."""
+    r_pi, p_pi = policy_matrices(mdp, policy)
+    eye = jnp.eye(mdp.num_states, dtype=p_pi.dtype)
+    return jnp.linalg.solve(eye - gamma * p_pi, r_pi)
+
+
+def bellman_expectation(mdp: TabularMDP, policy: jax.Array, v: jax.Array, gamma) -> jax.Array:
+    """One iterative-evaluation sweep v <- r_pi + gamma P_pi v (book Ch. 2.7, Eq. 2.x)."""
+    return jnp.sum(policy * q_from_v(mdp, v, gamma), axis=-1)
+
+
+def optimal_values(mdp: TabularMDP, gamma, tol: float = 1e-10, max_iters: int = 100_000):
+    """v* by value iteration until the sup-norm change is below `tol` (a reference)."""
+
+    def cond(carry):
+        _, delta, i = carry
+        return (delta > tol) & (i < max_iters)
+
+    def body(carry):
+        v, _, i = carry
+        v_new = jnp.max(q_from_v(mdp, v, gamma), axis=-1)
+        return v_new, jnp.max(jnp.abs(v_new - v)), i + 1
+
+    v0 = jnp.zeros(mdp.num_states, mdp.rewards.dtype)
+    v, _, _ = jax.lax.while_loop(cond, body, (v0, jnp.asarray(jnp.inf, v0.dtype), 0))
+    return v
+
+
+def policy_metrics(mdp: TabularMDP, policy: jax.Array, gamma) -> dict[str, jax.Array]:
+    """Exact quality of a policy: mean v_pi over states and the worst gap to v*."""
+    v_pi = evaluate_policy_exact(mdp, policy, gamma)
+    v_star = optimal_values(mdp, gamma)
+    return {"policy_value": jnp.mean(v_pi), "optimality_gap": jnp.max(v_star - v_pi)}
+
+
+def sample_actions(key: jax.Array, policy_rows: jax.Array) -> jax.Array:
+    """One action per row of probabilities (int32)."""
+    return jax.random.categorical(key, jnp.log(policy_rows), axis=-1).astype(jnp.int32)
+
+
+class Transition(NamedTuple):
+    state: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_state: jax.Array
+    next_action: jax.Array  # a_{t+1} drawn from the same policy (Sarsa needs it)
+    terminated: jax.Array
+    truncated: jax.Array
+
+
+def rollout(key: jax.Array, task: Task, policy: jax.Array, length: int,
+            start_state=None, start_action=None) -> Transition:
+    """A `length`-step trajectory of `policy` in the env ([length] leaves).
+
+    Episodes that end (terminated or truncated) are reset by gymnax inside `step`; `next_state`
+    is then the final state of the ended episode (info['final_observation']). With
+    `start_state` / `start_action` the trajectory starts from that pair (exploring starts).
+    """
+    env, params = task.env, task.params
+    k_reset, k_first, k_steps = jax.random.split(key, 3)
+    if start_state is None:
+        obs, env_state = env.reset(k_reset, params)
+    else:
+        obs, env_state = env.reset_to(start_state)
+    action = sample_actions(k_first, policy[obs]) if start_action is None else jnp.int32(start_action)
+
+    def step(carry, step_key):
+        obs, env_state, action = carry
+        k_env, k_act = jax.random.split(step_key)
+        next_obs, env_state, reward, terminated, truncated, info = env.step(
+            k_env, env_state, action, params)
+        final_obs = info["final_observation"]
+        next_action = sample_actions(k_act, policy[next_obs])
+        # The action the policy would take in the true next state (before any auto-reset).
+        bootstrap_action = jnp.where(terminated | truncated,
+                                     sample_actions(k_act, policy[final_obs]), next_action)
+        t = Transition(obs, action, reward, final_obs, bootstrap_action, terminated, truncated)
+        return (next_obs, env_state, next_action), t
+
+    _, traj = jax.lax.scan(step, (obs, env_state, action), jax.random.split(k_steps, length))
+    return traj

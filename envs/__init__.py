@@ -1,0 +1,84 @@
+"""Environment registry: `make(name, **options) -> (env, env_params)`.
+
+Resolves the codebase's own environments (the book's grid worlds) and every gymnax one.
+Options are split in two: constructor options of our own environments (static: they fix
+shapes, e.g. a grid layout) and fields of the env's `EnvParams` (traced: rewards, slip
+probability, episode length). `env_options(name)` lists both with their defaults; this is
+what `launch.run` exposes as `--config.env.<option>`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import gymnax
+
+from envs.gridworld import GridWorld
+from envs.tabular import TabularMDP
+
+# name -> (constructor, fixed constructor kwargs)
+_OWN_ENVS: dict[str, tuple[type, dict[str, Any]]] = {
+    "gridworld": (GridWorld, {}),
+    "gridworld-walls": (GridWorld, {"walls": True}),
+    "gridworld-episodic": (GridWorld, {"terminal_target": True}),
+}
+
+
+def list_envs() -> list[str]:
+    """Every name `make` accepts."""
+    return sorted(_OWN_ENVS) + sorted(gymnax.registered_envs)
+
+
+def _check_name(name: str) -> None:
+    if name not in _OWN_ENVS and name not in gymnax.registered_envs:
+        raise ValueError(f"unknown environment {name!r}; valid choices: {', '.join(list_envs())}")
+
+
+def _scalar_fields(params) -> dict[str, Any]:
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
+            if isinstance(getattr(params, f.name), (bool, int, float, str))}
+
+
+def env_options(name: str) -> dict[str, Any]:
+    """All options of environment `name` with their defaults (constructor + EnvParams)."""
+    _check_name(name)
+    if name in _OWN_ENVS:
+        cls, fixed = _OWN_ENVS[name]
+        ctor = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                if k != "self" and p.default is not inspect.Parameter.empty}
+        ctor.update(fixed)
+        return {**ctor, **_scalar_fields(cls().default_params)}
+    _, params = gymnax.make(name)
+    return _scalar_fields(params)
+
+
+def make(name: str, **options):
+    """(env, env_params) for `name` with `options` overriding its defaults.
+
+    Raises ValueError for an unknown name or option, listing the valid ones.
+    """
+    valid = env_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for environment {name!r}; "
+                         f"valid options: {', '.join(sorted(valid))}")
+    if name in _OWN_ENVS:
+        cls, fixed = _OWN_ENVS[name]
+        ctor_names = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        ctor = {**fixed, **{k: v for k, v in options.items() if k in ctor_names}}
+        env = cls(**ctor)
+        params = env.default_params
+    else:
+        env, params = gymnax.make(name)
+    param_opts = {k: v for k, v in options.items() if k in _scalar_fields(params)}
+    params = params.replace(**param_opts)
+    return env, params
+
+
+def has_tabular_model(env) -> bool:
+    """Whether `env` exposes its exact model (needed by dynamic programming)."""
+    return callable(getattr(env, "tabular_mdp", None))
+
+
+__all__ = ["make", "list_envs", "env_options", "has_tabular_model", "GridWorld", "TabularMDP"]

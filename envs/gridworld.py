@@ -1,0 +1,260 @@
+"""Grid worlds of S. Zhao, "Mathematical Foundations of Reinforcement Learning" (2025), Ch. 1-3.
+
+The book's model, as a gymnax 1.x `Environment` that also exposes its exact model:
+
+* States are the cells, numbered row-major from the top left (state = row * width + col).
+* Actions a1..a5 = up, right, down, left, stay.
+* A move off the grid leaves the agent in place. Forbidden cells can be entered.
+* The reward depends on the cell the move *aims at*: off the grid -> r_boundary; into (or
+  staying in) a forbidden cell -> r_forbidden; into (or staying on) the target -> r_target;
+  anything else -> r_other. The target is not terminal by default (a continuing task).
+
+Options beyond the book's default (all on the command line through `--config.env.*`):
+
+* `layout`: a built-in name (`book`, `book_3x3`...) or a text map, rows separated by newlines
+  or '/', with '.' free, '#' forbidden, 'T' target, 'S' start cell (optional; without one,
+  episodes start in a uniformly random non-wall cell).
+* `walls=True`: forbidden cells become walls: a move into one leaves the agent in place and
+  still costs r_forbidden. Wall cells keep their state numbers but are never occupied.
+* `terminal_target=True`: reaching the target ends the episode (episodic path finding); in the
+  exact model the target is absorbing with reward 0.
+* `slip_prob`: with this probability the executed action is drawn uniformly from all five
+  actions instead of the chosen one (so the chosen one happens with 1 - p + p/5).
+
+One pure function, `GridWorld.outcome(state, action, params)`, gives the deterministic result of
+an executed action; `step_env` samples the slip and calls it, and `tabular_mdp` / `tabular_model`
+evaluate it for every (state, action) pair. They cannot disagree.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from envs.tabular import TabularMDP
+
+# (d_row, d_col) of up, right, down, left, stay.
+MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1], [0, 0]], dtype=np.int32)
+ACTION_NAMES = ("up", "right", "down", "left", "stay")
+
+LAYOUTS = {
+    # The book's 5x5 example (Fig. 3.4 / Fig. 2.x): forbidden (2,2) (2,3) (3,3) (4,2) (4,4)
+    # (5,2) and target (4,3), 1-based (row, col).
+    "book": ".....\n.##..\n..#..\n.#T#.\n.#...",
+    # The 2x2 examples of Chapter 2 (target bottom-right, one forbidden cell).
+    "book_2x2": ".#\n.T",
+    # A 3x3 variant, handy for quick tests.
+    "book_3x3": "...\n.#.\n..T",
+}
+
+
+def parse_layout(layout: str) -> np.ndarray:
+    """A layout name or text map -> char array [H, W]; raises ValueError naming the problem."""
+    text = LAYOUTS.get(layout, layout)
+    rows = [r.strip() for r in text.replace("/", "\n").strip().splitlines() if r.strip()]
+    if not rows:
+        raise ValueError(f"empty grid layout {layout!r}; give a name from {sorted(LAYOUTS)} "
+                         "or a text map such as '...#/.T..'")
+    width = len(rows[0])
+    if any(len(r) != width for r in rows):
+        raise ValueError(f"grid layout rows have different lengths: {[len(r) for r in rows]}")
+    grid = np.array([list(r) for r in rows])
+    bad = sorted(set(grid.ravel()) - set(".#TS"))
+    if bad:
+        raise ValueError(f"unknown layout characters {bad}; use '.' free, '#' forbidden, "
+                         "'T' target, 'S' start (or a layout name from "
+                         f"{sorted(LAYOUTS)})")
+    if (grid == "S").sum() > 1:
+        raise ValueError("a layout may have at most one start cell 'S'")
+    return grid
+
+
+def open_layout(height: int, width: int) -> str:
+    """An obstacle-free height x width grid with the target in the bottom-right corner."""
+    rows = ["." * width for _ in range(height)]
+    rows[-1] = rows[-1][:-1] + "T"
+    return "\n".join(rows)
+
+
+@struct.dataclass
+class EnvState(environment.EnvState):
+    pos: jax.Array  # int32 state index
+    time: jax.Array  # int32 step counter
+
+
+@struct.dataclass
+class EnvParams(environment.EnvParams):
+    r_boundary: float = -1.0
+    r_forbidden: float = -1.0
+    r_target: float = 1.0
+    r_other: float = 0.0
+    slip_prob: float = 0.0
+    max_steps_in_episode: int = 100
+
+
+class GridWorld(environment.Environment[EnvState, EnvParams]):
+    """The book's grid world; observations are the int32 state index."""
+
+    def __init__(self, layout: str = "book", walls: bool = False,
+                 terminal_target: bool = False):
+        super().__init__()
+        grid = parse_layout(layout)
+        self.layout = "/".join("".join(r) for r in grid)
+        self.height, self.width = grid.shape
+        self.walls = bool(walls)
+        self.terminal_target = bool(terminal_target)
+        self.forbidden = (grid == "#").ravel()
+        self.target = (grid == "T").ravel()
+        start = np.flatnonzero(grid.ravel() == "S")
+        self.start_state = int(start[0]) if start.size else None
+        # Cells an episode may start in: all of them, except walls and a terminal target.
+        startable = np.ones(self.num_states, bool)
+        if self.walls:
+            startable &= ~self.forbidden
+        if self.terminal_target:
+            startable &= ~self.target
+        if not startable.any():
+            raise ValueError("the layout leaves no cell to start an episode in")
+        self.startable = startable
+
+    # ------------------------------------------------------------------ the one transition
+    def outcome(self, state: jax.Array, action: jax.Array, params: EnvParams):
+        """Deterministic (next_state, reward) of *executing* `action` in `state`."""
+        row, col = state // self.width, state % self.width
+        move = jnp.asarray(MOVES)[action]
+        aim_row, aim_col = row + move[0], col + move[1]
+        off_grid = (aim_row < 0) | (aim_row >= self.height) | (aim_col < 0) | (aim_col >= self.width)
+        aim = (jnp.clip(aim_row, 0, self.height - 1) * self.width
+               + jnp.clip(aim_col, 0, self.width - 1)).astype(jnp.int32)
+        aim_forbidden = jnp.asarray(self.forbidden)[aim] & ~off_grid
+        aim_target = jnp.asarray(self.target)[aim] & ~off_grid
+        reward = jnp.where(off_grid, params.r_boundary,
+                           jnp.where(aim_forbidden, params.r_forbidden,
+                                     jnp.where(aim_target, params.r_target, params.r_other)))
+        blocked = off_grid | (aim_forbidden & self.walls)
+        next_state = jnp.where(blocked, state, aim).astype(jnp.int32)
+        if self.terminal_target:  # the target is absorbing with zero reward
+            done_already = jnp.asarray(self.target)[state]
+            next_state = jnp.where(done_already, state, next_state)
+            reward = jnp.where(done_already, 0.0, reward)
+        return next_state, jnp.asarray(reward, dtype=jnp.result_type(float))
+
+    # ------------------------------------------------------------------ gymnax API
+    @property
+    def default_params(self) -> EnvParams:
+        return EnvParams()
+
+    def step_env(self, key, state: EnvState, action, params: EnvParams):
+        k_slip, k_action = jax.random.split(key)
+        slipped = jax.random.uniform(k_slip) < params.slip_prob
+        random_action = jax.random.randint(k_action, (), 0, self.num_actions)
+        executed = jnp.where(slipped, random_action, action)
+        next_state, reward = self.outcome(state.pos, executed, params)
+        terminated = jnp.asarray(self.target)[next_state] & self.terminal_target
+        new_state = EnvState(pos=next_state, time=(state.time + 1).astype(jnp.int32))
+        return next_state, new_state, reward, terminated, {}
+
+    def reset_env(self, key, params: EnvParams):
+        if self.start_state is not None:
+            pos = jnp.int32(self.start_state)
+        else:
+            probs = jnp.asarray(self.startable / self.startable.sum())
+            pos = jax.random.choice(key, self.num_states, p=probs).astype(jnp.int32)
+        return self.reset_to(pos)
+
+    def reset_to(self, state_index):
+        """(obs, env_state) placed in a given state: for exploring starts and evaluation."""
+        pos = jnp.asarray(state_index, jnp.int32)
+        return pos, EnvState(pos=pos, time=jnp.int32(0))
+
+    def is_terminated(self, state: EnvState, params: EnvParams):
+        return jnp.asarray(self.target)[state.pos] & self.terminal_target
+
+    @property
+    def name(self) -> str:
+        return "GridWorld"
+
+    @property
+    def num_states(self) -> int:
+        return self.height * self.width
+
+    @property
+    def num_actions(self) -> int:
+        return len(MOVES)
+
+    def action_space(self, params=None):
+        return spaces.Discrete(self.num_actions)
+
+    def observation_space(self, params=None):
+        return spaces.Discrete(self.num_states)
+
+    def state_space(self, params=None):
+        return spaces.Dict({"pos": spaces.Discrete(self.num_states),
+                            "time": spaces.Discrete(params.max_steps_in_episode)})
+
+    # ------------------------------------------------------------------ exact model
+    def tabular_mdp(self, params: EnvParams) -> TabularMDP:
+        """Sparse exact model: outcome k of (s, a) is executing action k (slip), K = 5."""
+        states = jnp.arange(self.num_states, dtype=jnp.int32)
+        actions = jnp.arange(self.num_actions, dtype=jnp.int32)
+        next_exec, reward_exec = jax.vmap(
+            lambda s: jax.vmap(lambda b: self.outcome(s, b, params))(actions))(states)  # [S, B]
+        n_a = self.num_actions
+        probs = ((1.0 - params.slip_prob) * jnp.eye(n_a)
+                 + params.slip_prob / n_a)  # [A(chosen), B(executed)]
+        probs = jnp.broadcast_to(probs, (self.num_states, n_a, n_a))
+        next_states = jnp.broadcast_to(next_exec[:, None, :], (self.num_states, n_a, n_a))
+        rewards = jnp.einsum("sab,sb->sa", probs, reward_exec)
+        return TabularMDP(next_states=next_states, probs=probs, rewards=rewards)
+
+    def tabular_model(self, params: EnvParams) -> tuple[jax.Array, jax.Array]:
+        """Dense exact model (P[s, a, s'], R[s, a]) (small grids only)."""
+        return self.tabular_mdp(params).dense()
+
+    # ------------------------------------------------------------------ helpers
+    def coords(self, state_index: int) -> tuple[int, int]:
+        """1-based (row, col) of a state, as the book writes them."""
+        return state_index // self.width + 1, state_index % self.width + 1
+
+
+def plot_values_and_policy(env: GridWorld, values, policy, path, title: str = ""):
+    """Draws the grid with v(s) in each cell and arrows for pi(a|s) (a circle for 'stay')."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(values, dtype=float).reshape(env.height, env.width)
+    policy = np.asarray(policy, dtype=float).reshape(env.height, env.width, env.num_actions)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * env.width, 0.6 + 0.9 * env.height))
+    colors = np.ones((env.height, env.width, 3))
+    colors[env.forbidden.reshape(env.height, env.width)] = (1.0, 0.75, 0.2)
+    colors[env.target.reshape(env.height, env.width)] = (0.3, 0.8, 0.95)
+    ax.imshow(colors, origin="upper")
+    arrow = 0.32
+    for r in range(env.height):
+        for c in range(env.width):
+            ax.text(c, r + 0.3, f"{values[r, c]:.2f}", ha="center", va="center", fontsize=8)
+            for a, (dr, dc) in enumerate(MOVES):
+                p = policy[r, c, a]
+                if p < 1e-3:
+                    continue
+                if a == 4:
+                    ax.add_patch(plt.Circle((c, r - 0.05), 0.1 * p + 0.04, fill=False,
+                                            color="green", lw=1.5))
+                else:
+                    ax.arrow(c, r - 0.05, dc * arrow * p, dr * arrow * p, head_width=0.08,
+                             length_includes_head=True, color="green")
+    ax.set_xticks(np.arange(env.width))
+    ax.set_xticklabels(np.arange(1, env.width + 1))
+    ax.set_yticks(np.arange(env.height))
+    ax.set_yticklabels(np.arange(1, env.height + 1))
+    ax.set_xticks(np.arange(-0.5, env.width), minor=True)
+    ax.set_yticks(np.arange(-0.5, env.height), minor=True)
+    ax.grid(which="minor", color="k", lw=0.8)
+    ax.tick_params(which="minor", length=0)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
