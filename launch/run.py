@@ -1,0 +1,133 @@
+r"""Train any registered algorithm: `python -m launch.run --algo=NAME [--env=ENV] [flags]`.
+
+Examples:
+  python -m launch.run                                   # value iteration on the book's grid
+  python -m launch.run --algo=q_learning --num_seeds=8
+  python -m launch.run --algo=value_iteration --config.gamma=0.5 --config.env.r_forbidden=-10
+  python -m launch.run --algo=sarsa --config.env.layout='..T/.#./...' --config.env.slip_prob=0.1
+
+Every field of the algorithm's `default_config()` is a flag `--config.<field>` (typos and
+wrong types are rejected), and the environment's options are `--config.env.<option>`.
+`--workdir` defaults to runs/<algo>-<env>-<hash of the config>; rerunning the same command
+resumes from the last checkpoint there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import ConfigDict, config_flags
+
+import envs
+from launch import registry
+
+DEFAULT_ALGO = "value_iteration"
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of --name=V / --name V in argv before absl parses it (it shapes --config)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def build_config(algo_name: str, env_name: str | None) -> ConfigDict:
+    """The algorithm's default config plus `env`: the environment's options."""
+    algo = registry.get(algo_name)
+    config = algo.default_config()
+    with config.unlocked():
+        config.env = ConfigDict(envs.env_options(env_name) if env_name else {})
+    return config
+
+
+def _default_config_for_flags(argv: list[str]) -> ConfigDict:
+    algo_name = _flag_value(argv, "algo") or DEFAULT_ALGO
+    if algo_name not in registry.ALGORITHMS:
+        return ConfigDict()  # absl's enum check reports the unknown name and the choices
+    env_name = _flag_value(argv, "env") or registry.get(algo_name).DEFAULT_ENV
+    try:
+        return build_config(algo_name, env_name)
+    except ValueError:
+        return registry.get(algo_name).default_config()  # main() reports the bad env
+
+
+flags.DEFINE_enum("algo", DEFAULT_ALGO, registry.names(),
+                  "Algorithm to train. One of: " + ", ".join(registry.names()))
+flags.DEFINE_string("env", None, "Environment (default: the algorithm's). Our grid worlds "
+                    "(gridworld, gridworld-walls, gridworld-episodic) or any gymnax id.")
+flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped program.")
+flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
+flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+_CONFIG = config_flags.DEFINE_config_dict("config", _default_config_for_flags(sys.argv),
+                                          "Hyperparameters; see the algorithm's default_config.",
+                                          lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def default_workdir(algo_name: str, env_name: str | None, config: ConfigDict,
+                    num_seeds: int, seed: int) -> str:
+    blob = json.dumps({"config": json.loads(config.to_json_best_effort()),
+                       "num_seeds": num_seeds, "seed": seed}, sort_keys=True)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
+    return os.path.join("runs", f"{algo_name}-{env_name or 'none'}-{digest}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from launch import runner  # after flag parsing: imports jax
+
+    algo_name = FLAGS.algo
+    algo = registry.get(algo_name)
+    env_name = FLAGS.env or algo.DEFAULT_ENV
+    config = _CONFIG.value
+    if FLAGS.num_seeds < 1:
+        raise app.UsageError(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
+    env_options = dict(config.env) if "env" in config else {}
+    try:
+        if env_name is None:
+            env, task = None, None
+        else:
+            env, env_params = envs.make(env_name, **env_options)
+            from algorithms.tabular.common import Task
+            task = Task(env, env_params)
+        registry.check_compatible(algo_name, algo, env_name, env)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+    workdir = FLAGS.workdir or default_workdir(algo_name, env_name, config, FLAGS.num_seeds,
+                                               FLAGS.seed)
+    print(f"{algo_name} on {env_name or '(no environment)'}: {FLAGS.num_seeds} seeds, "
+          f"{config.num_updates} updates, workdir {workdir}")
+    try:
+        result = runner.train(algo, config, task, num_seeds=FLAGS.num_seeds, seed=FLAGS.seed,
+                              workdir=workdir, progress=FLAGS.progress,
+                              run_info={"algo": algo_name, "env": env_name})
+    except runner.NonFiniteError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    from launch import report
+    print(report.format_table(result.final, title=f"\nFinal metrics after {result.step} updates "
+                                                   f"(mean and 95% bootstrap CI over seeds)"))
+    print(f"\nWrote {workdir}/: summary.json, metrics.csv, eval.csv, learning_curve.png, tb/, "
+          "checkpoints/" + (", values.npy, policy.npy, gridworld.png"
+                            if hasattr(algo, "solution") and task is not None else ""))
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,272 @@
+"""The one runner: seeds vmapped and sharded, jitted chunks, logs, evaluation, checkpoints, resume.
+
+    keys  = split(key(seed), num_seeds), sharded over local devices (Mesh axis 'seed')
+    state = jit(vmap(init))(keys)
+    loop on the host:   state, metrics = jit(scan(vmap(update), length=log_every))(state)
+                        -> non-finite guard, CSV/TensorBoard rows, progress bar,
+                           evaluation every `eval_every` updates, orbax checkpoint
+
+An algorithm never writes its own loop, logger or checkpoint code. Every update of a chunk is
+the same compiled program whether the run was interrupted or not, so a resumed run ends
+bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from types import ModuleType
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from launch import report
+
+
+class NonFiniteError(RuntimeError):
+    """A metric became NaN or inf; the run stopped before saving the bad state."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    state: Any  # per-seed State, leading axis = seeds
+    final: dict[str, np.ndarray]  # metric -> [seeds], last training row and last evaluation
+    step: int  # updates done
+    finished: bool  # False when stopped early by `max_chunks`
+    workdir: str | None
+
+
+# ---------------------------------------------------------------------------- seeds & devices
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """Per-seed typed keys; seed i's key does not depend on num_seeds' sharding."""
+    return jax.random.split(jax.random.key(seed), num_seeds)
+
+
+def seed_sharding(num_seeds: int) -> NamedSharding:
+    """Shards the seed axis over as many local devices as divide num_seeds evenly.
+
+    A plain `Mesh` (not `jax.make_mesh`, whose Explicit axes broke random draws in scans,
+    JAX issue 36562).
+    """
+    n = math.gcd(num_seeds, jax.local_device_count())
+    mesh = Mesh(np.array(jax.local_devices()[:n]), ("seed",))
+    return NamedSharding(mesh, P("seed"))
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_saveable(tree):
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _from_saved(saved, template):
+    return jax.tree.map(
+        lambda s, t: jax.random.wrap_key_data(s, impl=jax.random.key_impl(t)) if _is_key(t) else s,
+        saved, template)
+
+
+class Checkpoints:
+    """orbax CheckpointManager over the State pytree (typed keys stored as raw key data)."""
+
+    def __init__(self, directory: str, max_to_keep: int = 3):
+        import orbax.checkpoint as ocp
+        self._ocp = ocp
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state) -> None:
+        self.manager.save(step, args=self._ocp.args.StandardSave(_to_saveable(state)))
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, template):
+        """Restores onto `template`'s shapes, dtypes and shardings."""
+        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, _to_saveable(template))
+        saved = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        return _from_saved(saved, template)
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+# ---------------------------------------------------------------------------- config
+def config_to_dict(config) -> dict:
+    return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
+        else dict(config)
+
+
+def _check_same_run(workdir: str, run_config: dict) -> None:
+    """A workdir holds one run: refuse to resume it with a different configuration."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    old_flat, new_flat = flat(old), flat(run_config)
+    ignored = {"config.num_updates"}  # extending a finished run is allowed
+    diff = sorted(k for k in set(old_flat) | set(new_flat)
+                  if k not in ignored and old_flat.get(k) != new_flat.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff[:6])
+        raise ValueError(f"workdir {workdir!r} holds a run with a different configuration "
+                         f"({shown}); choose another --workdir to start a new run")
+
+
+# ---------------------------------------------------------------------------- the loop
+def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int):
+    """(name, step, seeds) of the first non-finite metric value in a chunk, or None."""
+    for name in sorted(metrics):
+        bad = ~np.isfinite(np.asarray(metrics[name], dtype=float))
+        if bad.any():
+            rows = np.nonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0]
+            t = int(rows[0])
+            seeds = np.nonzero(bad.reshape(bad.shape[0], -1)[t])[0].tolist()
+            return name, first_step + t + 1, seeds
+    return None
+
+
+def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
+          workdir: str | None = None, max_chunks: int | None = None, progress: bool = True,
+          run_info: dict | None = None, print_fn: Callable[[str], None] = print) -> RunResult:
+    """Trains `num_seeds` seeds of `algo` on `task` as one vmapped, sharded program.
+
+    Args:
+      algo: a module with the algorithm protocol (see launch/registry.py).
+      config: its ConfigDict (num_updates, log_every, eval_every and hyperparameters).
+      task: what `init`/`update` train on (closed over, shared by all seeds).
+      workdir: where logs, checkpoints and reports go; an existing run there is resumed.
+      max_chunks: stop after this many chunks in this call (simulates preemption; tests).
+      run_info: extra JSON-able facts recorded in config.json / summary.json (algo, env...).
+    """
+    if config.get("x64", False) and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)  # before anything below is traced
+    total, chunk = int(config.num_updates), int(config.log_every)
+    eval_every = int(config.get("eval_every", chunk))
+    if total <= 0 or chunk <= 0 or eval_every <= 0:
+        raise ValueError(f"num_updates, log_every and eval_every must be positive; got "
+                         f"{total}, {chunk}, {eval_every}")
+
+    init = jax.jit(jax.vmap(lambda k: algo.init(k, config, task)))
+    evaluate = jax.jit(jax.vmap(lambda s, k: algo.evaluate(s, k, config, task),
+                                in_axes=(0, None)))
+
+    def make_chunk(length: int):
+        vupdate = jax.vmap(lambda s: algo.update(s, config, task))
+        return jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=length))
+
+    chunk_fns: dict[int, Callable] = {}
+    keys = jax.device_put(seed_keys(seed, num_seeds), seed_sharding(num_seeds))
+    state = init(keys)
+    step, log, ckpt = 0, None, None
+    run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
+                  "config": config_to_dict(config)}
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        _check_same_run(workdir, run_config)
+        ckpt = Checkpoints(os.path.join(workdir, "checkpoints"))
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state = ckpt.restore(latest, state)
+            step = int(latest)
+            print_fn(f"Resuming from the checkpoint at update {step} in {workdir}")
+        report.atomic_write_text(os.path.join(workdir, "config.json"),
+                                 json.dumps(run_config, indent=2, sort_keys=True))
+        log = report.MetricLog(workdir, resume_step=step)
+
+    eval_key_root = jax.random.key(seed + 1_000_003)  # same eval episodes for every seed
+    final: dict[str, np.ndarray] = {}
+    if log is not None:
+        final.update(log.last("metrics"))
+        final.update({f"eval/{k}": v for k, v in log.last("eval").items()})
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=step, unit="upd", dynamic_ncols=True, leave=True)
+    chunks_run = 0
+    try:
+        while step < total and (max_chunks is None or chunks_run < max_chunks):
+            length = min(chunk, total - step)
+            if length not in chunk_fns:
+                chunk_fns[length] = make_chunk(length)
+            new_state, metrics = chunk_fns[length](state)
+            metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+            bad = _first_non_finite(metrics, step)
+            if bad:
+                name, at, seeds = bad
+                last = ckpt.latest_step() if ckpt else None
+                raise NonFiniteError(
+                    f"metric {name!r} became non-finite at update {at} (seeds {seeds}); "
+                    f"stopped without saving that state"
+                    + (f"; the checkpoint at update {last} in {workdir} is intact" if last
+                       is not None else ""))
+            prev, step = step, step + length
+            row = {k: v[-1] for k, v in metrics.items()}  # the chunk's last update, per seed
+            final.update(row)
+            if log is not None:
+                log.write("metrics", step, row)
+            if step // eval_every > prev // eval_every or step == total:
+                ev = jax.device_get(evaluate(new_state, jax.random.fold_in(eval_key_root, step)))
+                ev = {k: np.asarray(v) for k, v in ev.items()}
+                bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
+                if bad:
+                    raise NonFiniteError(f"evaluation metric {bad[0]!r} is non-finite at update "
+                                         f"{step} (seeds {bad[2]}); stopped without saving")
+                final.update({f"eval/{k}": v for k, v in ev.items()})
+                if log is not None:
+                    log.write("eval", step, ev)
+                if ckpt is not None:
+                    ckpt.save(step, new_state)
+            state = new_state
+            chunks_run += 1
+            if bar is not None:
+                bar.update(length)
+                shown = {k: float(np.mean(v)) for k, v in list(row.items())[:3]}
+                bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+        if ckpt is not None:
+            ckpt.close()
+        if log is not None:
+            log.close()
+
+    finished = step >= total
+    if workdir is not None and finished:
+        _write_reports(algo, config, task, state, final, log, workdir, run_config)
+    return RunResult(state=state, final=final, step=step, finished=finished, workdir=workdir)
+
+
+def _write_reports(algo, config, task, state, final, log, workdir, run_config) -> None:
+    title = f"{run_config.get('algo', algo.__name__)} on {run_config.get('env', '-')}"
+    report.write_summary(os.path.join(workdir, "summary.json"), run_config, final,
+                         {"title": title})
+    report.plot_learning_curves(log, os.path.join(workdir, "learning_curve.png"), title)
+    if hasattr(algo, "solution") and task is not None:
+        values, policy = jax.device_get(
+            jax.jit(jax.vmap(lambda s: algo.solution(s, config, task)))(state))
+        np.save(os.path.join(workdir, "values.npy"), np.asarray(values))
+        np.save(os.path.join(workdir, "policy.npy"), np.asarray(policy))
+        from envs.gridworld import GridWorld, plot_values_and_policy
+        if isinstance(task.env, GridWorld):
+            plot_values_and_policy(task.env, values[0], policy[0],
+                                   os.path.join(workdir, "gridworld.png"),
+                                   f"{title}: state values and policy (seed 0)")
