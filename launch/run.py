@@ -57,6 +57,42 @@ def _default_config_for_flags(argv: list[str]) -> ConfigDict:
         return registry.get(algo_name).default_config()  # main() reports the bad env
 
 
+def _config_paths(config: ConfigDict, prefix: str = "config") -> list[str]:
+    out = []
+    for key, value in config.items():
+        out.append(f"{prefix}.{key}")
+        if isinstance(value, ConfigDict):
+            out += _config_paths(value, f"{prefix}.{key}")
+    return out
+
+
+def _check_config_keys(argv: list[str], config: ConfigDict) -> None:
+    """Reject --config.<typo> with the valid keys (config_flags would raise a bare traceback)."""
+    valid = _config_paths(config)
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            path = arg[2:].split("=", 1)[0]
+            if path not in valid:
+                leaves = [p for p in valid if not isinstance(config_get(config, p), ConfigDict)]
+                _fail(f"unknown config key {path!r}; valid keys: {', '.join(leaves)}")
+
+
+def config_get(config: ConfigDict, path: str):
+    node = config
+    for part in path.split(".")[1:]:
+        node = node[part]
+    return node
+
+
+def _fail(message: str):
+    print(f"ERROR: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+_DEFAULT_CONFIG = _default_config_for_flags(sys.argv)
+if __name__ == "__main__":
+    _check_config_keys(sys.argv, _DEFAULT_CONFIG)  # before config_flags parses the overrides
+
 flags.DEFINE_enum("algo", DEFAULT_ALGO, registry.names(),
                   "Algorithm to train. One of: " + ", ".join(registry.names()))
 flags.DEFINE_string("env", None, "Environment (default: the algorithm's). Our grid worlds "
@@ -65,7 +101,7 @@ flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped progr
 flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-_CONFIG = config_flags.DEFINE_config_dict("config", _default_config_for_flags(sys.argv),
+_CONFIG = config_flags.DEFINE_config_dict("config", _DEFAULT_CONFIG,
                                           "Hyperparameters; see the algorithm's default_config.",
                                           lock_config=True)
 FLAGS = flags.FLAGS
@@ -90,7 +126,7 @@ def main(argv):
     env_name = FLAGS.env or algo.DEFAULT_ENV
     config = _CONFIG.value
     if FLAGS.num_seeds < 1:
-        raise app.UsageError(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
+        _fail(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
     env_options = dict(config.env) if "env" in config else {}
     try:
         if env_name is None:
@@ -101,7 +137,7 @@ def main(argv):
             task = Task(env, env_params)
         registry.check_compatible(algo_name, algo, env_name, env)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        _fail(str(e))
 
     workdir = FLAGS.workdir or default_workdir(algo_name, env_name, config, FLAGS.num_seeds,
                                                FLAGS.seed)
@@ -115,7 +151,7 @@ def main(argv):
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        _fail(str(e))
     from launch import report
     print(report.format_table(result.final, title=f"\nFinal metrics after {result.step} updates "
                                                    f"(mean and 95% bootstrap CI over seeds)"))
