@@ -85,20 +85,28 @@ def bellman_expectation(mdp: TabularMDP, policy: jax.Array, v: jax.Array, gamma)
     return jnp.sum(policy * q_from_v(mdp, v, gamma), axis=-1)
 
 
-def optimal_values(mdp: TabularMDP, gamma, tol: float = 1e-10, max_iters: int = 100_000):
-    """v* by value iteration until the sup-norm change is below `tol` (a reference)."""
+def optimal_values(mdp: TabularMDP, gamma, tol: float | None = None,
+                   max_iters: int = 100_000):
+    """v* by value iteration until the sup-norm change is below `tol` (a reference).
+
+    The default tolerance is a few ulps of the value scale in the model's dtype, so float32
+    stops at float32 precision instead of running to `max_iters` chasing 1e-10.
+    """
+    dtype = mdp.rewards.dtype
+    ulp = float(jnp.finfo(dtype).eps)
 
     def cond(carry):
-        _, delta, i = carry
-        return (delta > tol) & (i < max_iters)
+        v, delta, i = carry
+        limit = tol if tol is not None else 4 * ulp * jnp.maximum(1.0, jnp.max(jnp.abs(v)))
+        return (delta > limit) & (i < max_iters)
 
     def body(carry):
         v, _, i = carry
         v_new = jnp.max(q_from_v(mdp, v, gamma), axis=-1)
         return v_new, jnp.max(jnp.abs(v_new - v)), i + 1
 
-    v0 = jnp.zeros(mdp.num_states, mdp.rewards.dtype)
-    v, _, _ = jax.lax.while_loop(cond, body, (v0, jnp.asarray(jnp.inf, v0.dtype), 0))
+    v0 = jnp.zeros(mdp.num_states, dtype)
+    v, _, _ = jax.lax.while_loop(cond, body, (v0, jnp.asarray(jnp.inf, dtype), 0))
     return v
 
 
