@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnax
 
 from envs.gridworld import GridWorld
 from envs.tabular import TabularMDP
+
+class Task(NamedTuple):
+    """What an RL algorithm trains on: an environment and its params (closed over, shared)."""
+    env: Any
+    params: Any
+
 
 # name -> (constructor, fixed constructor kwargs)
 _OWN_ENVS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -81,4 +87,4 @@ def has_tabular_model(env) -> bool:
     return callable(getattr(env, "tabular_mdp", None))
 
 
-__all__ = ["make", "list_envs", "env_options", "has_tabular_model", "GridWorld", "TabularMDP"]
+__all__ = ["Task", "make", "list_envs", "env_options", "has_tabular_model", "GridWorld", "TabularMDP"]

@@ -101,6 +101,8 @@ flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped progr
 flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_string("sweep", None, "Numeric hyperparameters trained side by side in one vmapped "
+                    "program, e.g. 'lr=3e-4,1e-3;clip_eps=0.1,0.2' (the algorithm's SWEEPABLE).")
 _CONFIG = config_flags.DEFINE_config_dict("config", _DEFAULT_CONFIG,
                                           "Hyperparameters; see the algorithm's default_config.",
                                           lock_config=True)
@@ -108,11 +110,27 @@ FLAGS = flags.FLAGS
 
 
 def default_workdir(algo_name: str, env_name: str | None, config: ConfigDict,
-                    num_seeds: int, seed: int) -> str:
+                    num_seeds: int, seed: int, sweep: dict | None = None) -> str:
     blob = json.dumps({"config": json.loads(config.to_json_best_effort()),
-                       "num_seeds": num_seeds, "seed": seed}, sort_keys=True)
+                       "num_seeds": num_seeds, "seed": seed, "sweep": sweep}, sort_keys=True)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     return os.path.join("runs", f"{algo_name}-{env_name or 'none'}-{digest}")
+
+
+def parse_sweep(text: str | None) -> dict[str, list[float]] | None:
+    """'lr=3e-4,1e-3;clip_eps=0.1,0.2' -> {'lr': [3e-4, 1e-3], 'clip_eps': [0.1, 0.2]}."""
+    if not text:
+        return None
+    sweep = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, values = part.partition("=")
+        try:
+            sweep[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            _fail(f"--sweep: values of {name.strip()!r} must be numbers, got {values!r}")
+        if not sweep[name.strip()]:
+            _fail(f"--sweep: no values for {name.strip()!r}; expected NAME=V1,V2[;NAME2=...]")
+    return sweep
 
 
 def main(argv):
@@ -133,28 +151,33 @@ def main(argv):
             env, task = None, None
         else:
             env, env_params = envs.make(env_name, **env_options)
-            from algorithms.tabular.common import Task
-            task = Task(env, env_params)
+            task = envs.Task(env, env_params)
         registry.check_compatible(algo_name, algo, env_name, env)
     except ValueError as e:
         _fail(str(e))
 
+    sweep = parse_sweep(FLAGS.sweep)
     workdir = FLAGS.workdir or default_workdir(algo_name, env_name, config, FLAGS.num_seeds,
-                                               FLAGS.seed)
+                                               FLAGS.seed, sweep)
     print(f"{algo_name} on {env_name or '(no environment)'}: {FLAGS.num_seeds} seeds, "
           f"{config.num_updates} updates, workdir {workdir}")
     try:
         result = runner.train(algo, config, task, num_seeds=FLAGS.num_seeds, seed=FLAGS.seed,
                               workdir=workdir, progress=FLAGS.progress,
-                              run_info={"algo": algo_name, "env": env_name})
+                              run_info={"algo": algo_name, "env": env_name}, sweep=sweep)
     except runner.NonFiniteError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
     except ValueError as e:
         _fail(str(e))
     from launch import report
-    print(report.format_table(result.final, title=f"\nFinal metrics after {result.step} updates "
-                                                   f"(mean and 95% bootstrap CI over seeds)"))
+    members = runner.sweep_members(sweep)
+    n = FLAGS.num_seeds
+    for i, member in enumerate(members):
+        rows = {k: v[i * n:(i + 1) * n] for k, v in result.final.items()}
+        which = f" for {member}" if member else ""
+        print(report.format_table(rows, title=f"\nFinal metrics after {result.step} updates"
+                                              f"{which} (mean and 95% bootstrap CI over seeds)"))
     print(f"\nWrote {workdir}/: summary.json, metrics.csv, eval.csv, learning_curve.png, tb/, "
           "checkpoints/" + (", values.npy, policy.npy, gridworld.png"
                             if hasattr(algo, "solution") and task is not None else ""))

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -143,10 +143,41 @@ def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int):
     return None
 
 
+def sweep_members(sweep: dict[str, Sequence[float]] | None) -> list[dict[str, float]]:
+    """The grid of swept values: [{name: value, ...}, ...] (one empty dict without a sweep)."""
+    members = [{}]
+    for name, values in (sweep or {}).items():
+        members = [{**m, name: float(v)} for m in members for v in values]
+    return members
+
+
+def _apply_sweep(algo, state, sweep, num_seeds: int):
+    """Writes each member's swept values into the traced `state.hparams` leaves."""
+    if not sweep:
+        return state
+    valid = tuple(getattr(algo, "SWEEPABLE", ()))
+    unknown = sorted(set(sweep) - set(valid))
+    if unknown:
+        raise ValueError(f"cannot sweep {unknown} in one program: {getattr(algo, '__name__', algo)} "
+                         f"keeps only these hyperparameters traced: {', '.join(valid) or 'none'}")
+    members = sweep_members(sweep)
+    hparams = dict(state.hparams)
+    for name in sweep:
+        per_member = np.repeat([m[name] for m in members], num_seeds)
+        hparams[name] = jnp.asarray(per_member, dtype=hparams[name].dtype)
+    return state.replace(hparams=hparams)
+
+
 def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
           workdir: str | None = None, max_chunks: int | None = None, progress: bool = True,
-          run_info: dict | None = None, print_fn: Callable[[str], None] = print) -> RunResult:
+          run_info: dict | None = None, sweep: dict[str, Sequence[float]] | None = None,
+          print_fn: Callable[[str], None] = print) -> RunResult:
     """Trains `num_seeds` seeds of `algo` on `task` as one vmapped, sharded program.
+
+    With `sweep={"lr": [1e-3, 3e-4], ...}` every combination of values trains `num_seeds`
+    seeds in the same program (the algorithm keeps those hyperparameters as traced leaves in
+    `state.hparams`, listed in its `SWEEPABLE`): the leading axis then has
+    len(members) * num_seeds entries, member-major, and seeds repeat across members.
 
     Args:
       algo: a module with the algorithm protocol (see launch/registry.py).
@@ -173,11 +204,16 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
         return jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=length))
 
     chunk_fns: dict[int, Callable] = {}
-    keys = jax.device_put(seed_keys(seed, num_seeds), seed_sharding(num_seeds))
-    state = init(keys)
+    members = sweep_members(sweep)
+    width = len(members) * num_seeds
+    keys = jnp.tile(seed_keys(seed, num_seeds), len(members))  # same seeds for every member
+    keys = jax.device_put(keys, seed_sharding(width))
+    state = _apply_sweep(algo, init(keys), sweep, num_seeds)
     step, log, ckpt = 0, None, None
     run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
                   "config": config_to_dict(config)}
+    if sweep:
+        run_config["sweep"] = {k: [float(v) for v in vs] for k, vs in sweep.items()}
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         _check_same_run(workdir, run_config)
@@ -257,8 +293,16 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
 
 def _write_reports(algo, config, task, state, final, log, workdir, run_config) -> None:
     title = f"{run_config.get('algo', algo.__name__)} on {run_config.get('env', '-')}"
-    report.write_summary(os.path.join(workdir, "summary.json"), run_config, final,
-                         {"title": title})
+    extra = {"title": title}
+    if "sweep" in run_config:
+        members = sweep_members(run_config["sweep"])
+        n = run_config["num_seeds"]
+        extra["members"] = members
+        extra["per_member"] = {
+            json.dumps(m, sort_keys=True): {k: report.summarize(np.asarray(v)[i * n:(i + 1) * n])
+                                            for k, v in final.items()}
+            for i, m in enumerate(members)}
+    report.write_summary(os.path.join(workdir, "summary.json"), run_config, final, extra)
     report.plot_learning_curves(log, os.path.join(workdir, "learning_curve.png"), title)
     if hasattr(algo, "solution") and task is not None:
         values, policy = jax.device_get(

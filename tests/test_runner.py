@@ -199,3 +199,39 @@ def test_cli_trains_overridden_env_and_hyperparameters(tmp_path):
     assert config["config"]["gamma"] == 0.5 and config["config"]["env"]["r_forbidden"] == -10
     # With gamma 0.5 the target's value is r_target / (1 - gamma) = 2.
     assert np.load(tmp_path / "values.npy")[0, 22] == pytest.approx(2.0, abs=1e-4)
+
+
+def test_sweep_trains_every_value_in_one_program(tmp_path):
+    """A swept hyperparameter is a traced leaf: members share seeds and differ only by it."""
+    from flax import struct
+
+    @struct.dataclass
+    class S:
+        x: jax.Array
+        key: jax.Array
+        hparams: dict
+
+    def init(key, config, task):
+        return S(jnp.zeros(()), key, {"scale": jnp.float32(config.scale)})
+
+    def update(state, config, task):
+        key, sub = jax.random.split(state.key)
+        x = state.x + state.hparams["scale"] * jax.random.normal(sub)
+        return S(x, key, state.hparams), {"x": x}
+
+    algo = types.SimpleNamespace(
+        default_config=lambda: ml_collections.ConfigDict(
+            dict(num_updates=4, log_every=2, scale=1.0)),
+        init=init, update=update, evaluate=lambda s, k, c, t: {"x": s.x},
+        SWEEPABLE=("scale",), __name__="toy")
+    config = algo.default_config()
+    res = runner.train(algo, config, None, num_seeds=3, sweep={"scale": [1.0, 2.0, 0.0]},
+                       workdir=str(tmp_path), progress=False)
+    x = np.asarray(res.state.x).reshape(3, 3)  # [member, seed]
+    np.testing.assert_allclose(x[1], 2.0 * x[0], rtol=1e-6)  # same seeds, scaled noise
+    np.testing.assert_array_equal(x[2], 0.0)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["members"] == [{"scale": 1.0}, {"scale": 2.0}, {"scale": 0.0}]
+    assert summary["per_member"]['{"scale": 0.0}']["x"]["mean"] == 0.0
+    with pytest.raises(ValueError, match="cannot sweep.*scale"):
+        runner.train(algo, config, None, num_seeds=2, sweep={"lr": [1.0]}, progress=False)

@@ -16,13 +16,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from envs import Task  # noqa: F401  (re-exported: tabular code says common.Task)
 from envs.tabular import TabularMDP
-
-
-class Task(NamedTuple):
-    """What a tabular (or online) algorithm trains on: an env and its params."""
-    env: Any
-    params: Any
 
 
 def tabular_config(num_updates: int, log_every: int, eval_every: int | None = None,

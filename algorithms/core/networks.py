@@ -1,0 +1,158 @@
+"""Networks shared by the deep-RL algorithms (flax linen).
+
+Linen, not NNX: modules are pure `apply(params, x)` functions, params are plain pytrees, so one
+seed's parameters slice out of a vmapped state and `jax.vmap` over seeds needs nothing special.
+Policies return distrax distributions. Critic ensembles are one vmapped module (`nn.vmap`),
+never N copies.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _dense(features: int, scale: float = np.sqrt(2.0)) -> nn.Dense:
+    """Orthogonal init with gain `scale` and zero bias (Engstrom et al. 2020, PPO details)."""
+    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale),
+                    bias_init=nn.initializers.zeros)
+
+
+class MLP(nn.Module):
+    """Hidden layers of `hidden` units with `activation`, then a linear output layer."""
+    hidden: Sequence[int]
+    out: int
+    activation: Callable = nn.tanh
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape(x.shape[:-1] + (-1,)) if x.ndim > 1 else x
+        for h in self.hidden:
+            x = self.activation(_dense(h)(x))
+        return _dense(self.out, self.out_scale)(x)
+
+
+def flatten_obs(obs: jax.Array, obs_ndim: int) -> jax.Array:
+    """Flattens the trailing `obs_ndim` observation axes (MinAtar images -> vectors)."""
+    lead = obs.shape[:obs.ndim - obs_ndim]
+    return obs.reshape(lead + (-1,)).astype(jnp.float32)
+
+
+class CategoricalPolicy(nn.Module):
+    """pi(a|s) = softmax(logits(s)) for discrete actions."""
+    hidden: Sequence[int]
+    num_actions: int
+    activation: Callable = nn.tanh
+
+    @nn.compact
+    def __call__(self, obs):
+        logits = MLP(self.hidden, self.num_actions, self.activation, out_scale=0.01)(obs)
+        return distrax.Categorical(logits=logits)
+
+
+class GaussianPolicy(nn.Module):
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log std (PPO/TRPO)."""
+    hidden: Sequence[int]
+    action_dim: int
+    activation: Callable = nn.tanh
+
+    @nn.compact
+    def __call__(self, obs):
+        mean = MLP(self.hidden, self.action_dim, self.activation, out_scale=0.01)(obs)
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std) * jnp.ones_like(mean))
+
+
+class ValueNet(nn.Module):
+    """v(s) -> scalar."""
+    hidden: Sequence[int]
+    activation: Callable = nn.tanh
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden, 1, self.activation, out_scale=1.0)(obs)[..., 0]
+
+
+class DiscreteQNet(nn.Module):
+    """q(s, .) -> [num_actions] (DQN)."""
+    hidden: Sequence[int]
+    num_actions: int
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden, self.num_actions, self.activation)(obs)
+
+
+class QNet(nn.Module):
+    """q(s, a) -> scalar for continuous actions (DDPG, TD3, SAC)."""
+    hidden: Sequence[int]
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, obs, action):
+        x = jnp.concatenate([obs, action], axis=-1)
+        return MLP(self.hidden, 1, self.activation)(x)[..., 0]
+
+
+class QEnsemble(nn.Module):
+    """`num` independent q(s, a) critics as one vmapped module: output [num, ...]."""
+    hidden: Sequence[int]
+    num: int = 2
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, obs, action):
+        ensemble = nn.vmap(QNet, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=None, out_axes=0, axis_size=self.num)
+        return ensemble(self.hidden, self.activation)(obs, action)
+
+
+class DeterministicPolicy(nn.Module):
+    """a = max_action * tanh(mu(s)) (DDPG, TD3)."""
+    hidden: Sequence[int]
+    action_dim: int
+    max_action: float = 1.0
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, obs):
+        return self.max_action * nn.tanh(MLP(self.hidden, self.action_dim, self.activation)(obs))
+
+
+class TanhGaussianPolicy(nn.Module):
+    """Gaussian in pre-tanh space, squashed by tanh and scaled (SAC, Haarnoja et al. 2018, App. C).
+
+    Returns (mean, log_std); use `tanh_gaussian_sample` for reparameterised actions + log-probs.
+    """
+    hidden: Sequence[int]
+    action_dim: int
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, obs):
+        out = MLP(self.hidden, 2 * self.action_dim, self.activation)(obs)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return mean, log_std
+
+
+def tanh_gaussian_sample(key, mean, log_std, max_action=1.0):
+    """a = max_action * tanh(u), u ~ N(mean, std^2), reparameterised; returns (a, log pi(a|s)).
+
+    log pi(a|s) = log N(u) - sum_i log(max_action * (1 - tanh(u_i)^2)) (SAC Eq. 26), with the
+    numerically stable 2 (log 2 - u - softplus(-2u)) form of log(1 - tanh(u)^2).
+    """
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_normal = distrax.Normal(mean, std).log_prob(u).sum(-1)
+    log_det = (2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))).sum(-1)
+    log_det = log_det + mean.shape[-1] * jnp.log(max_action)
+    return max_action * jnp.tanh(u), log_normal - log_det
