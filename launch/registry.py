@@ -8,39 +8,59 @@ Each module offers `default_config()`, `init(key, config, task)`, `update(state,
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 import envs
 
-ALGORITHMS: dict[str, str] = {
-    # Ch. 2-4: Bellman equation, dynamic programming
-    "policy_evaluation": "algorithms.tabular.policy_evaluation",
-    "value_iteration": "algorithms.tabular.value_iteration",
-    "policy_iteration": "algorithms.tabular.policy_iteration",
-    "truncated_policy_iteration": "algorithms.tabular.truncated_policy_iteration",
-    # Ch. 5: Monte Carlo
-    "mc_basic": "algorithms.tabular.mc_basic",
-    "mc_exploring_starts": "algorithms.tabular.mc_exploring_starts",
-    "mc_epsilon_greedy": "algorithms.tabular.mc_epsilon_greedy",
-    # Ch. 6: stochastic approximation
-    "robbins_monro": "algorithms.tabular.robbins_monro",
-    "sgd_mean_estimation": "algorithms.tabular.sgd_mean_estimation",
-    # Ch. 7: temporal difference
-    "td_zero": "algorithms.tabular.td_zero",
-    "sarsa": "algorithms.tabular.sarsa",
-    "expected_sarsa": "algorithms.tabular.expected_sarsa",
-    "n_step_sarsa": "algorithms.tabular.n_step_sarsa",
-    "q_learning": "algorithms.tabular.q_learning",
-    "q_learning_off_policy": "algorithms.tabular.q_learning_off_policy",
-    # Ch. 8: value-function approximation
-    "td_linear": "algorithms.tabular.td_linear",
-}
+# Packages whose modules are algorithms (every module but the shared ones below), in the
+# order the chapters come; a new file there is registered under its module name.
+PACKAGES = ("algorithms.tabular", "algorithms.online", "algorithms.offline", "diffusion.models")
+_SHARED = {"common", "losses"}
+# The tabular chapters' order (Ch. 2-8), so `--help` reads like the book.
+_ORDER = ["policy_evaluation", "value_iteration", "policy_iteration", "truncated_policy_iteration",
+          "mc_basic", "mc_exploring_starts", "mc_epsilon_greedy", "robbins_monro",
+          "sgd_mean_estimation", "td_zero", "sarsa", "expected_sarsa", "n_step_sarsa",
+          "q_learning", "q_learning_off_policy", "td_linear",
+          "dqn", "reinforce", "a2c", "ppo", "trpo", "ddpg", "td3", "sac"]
+
+
+def _discover() -> dict[str, str]:
+    found = {}
+    for package in PACKAGES:
+        folder = os.path.join(_ROOT, *package.split("."))
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            stem, ext = os.path.splitext(name)
+            if ext == ".py" and not stem.startswith("_") and stem not in _SHARED:
+                found[stem] = f"{package}.{stem}"
+    rank = {n: i for i, n in enumerate(_ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[1])))
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALGORITHMS: dict[str, str] = _discover()
 
 # What each REQUIRES capability means, and how to test an env for it.
+def _action_space(env):
+    try:
+        return env.action_space(env.default_params)
+    except Exception:  # noqa: BLE001 - an env without a usable action space lacks both
+        return None
+
+
 CAPABILITIES = {
     "tabular_model": (envs.has_tabular_model,
                       "an exact tabular model (env.tabular_mdp), as the grid worlds have"),
+    "discrete_actions": (lambda env: type(_action_space(env)).__name__ == "Discrete",
+                         "discrete actions"),
+    "continuous_actions": (lambda env: type(_action_space(env)).__name__ == "Box",
+                           "continuous (Box) actions"),
 }
+_EXAMPLES = {"tabular_model": "gridworld, gridworld-walls, gridworld-episodic",
+             "discrete_actions": "CartPole-v1, Acrobot-v1, Breakout-MinAtar, gridworld",
+             "continuous_actions": "Pendulum-v1, MountainCarContinuous-v0, Reacher-misc"}
 
 
 def names() -> list[str]:
@@ -59,7 +79,6 @@ def check_compatible(algo_name: str, algo: ModuleType, env_name: str | None, env
     for need in getattr(algo, "REQUIRES", ()):
         test, meaning = CAPABILITIES[need]
         if env is None or not test(env):
-            with_it = [n for n in envs.list_envs() if n.startswith("gridworld")]
             raise ValueError(
                 f"algorithm {algo_name!r} needs {meaning}; environment {env_name!r} has none. "
-                f"Environments that have it: {', '.join(with_it)}")
+                f"Environments that have it include: {_EXAMPLES[need]}")
