@@ -25,6 +25,7 @@ the exact denoiser D(x; sigma) that the tests and samplers use instead of a trai
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -240,6 +241,11 @@ def sliced_wasserstein(x, y, key, num_projections: int = 256, *, p: int = 2) -> 
     x = jnp.reshape(jnp.asarray(x, jnp.float32), (np.shape(x)[0], -1))
     y = jnp.reshape(jnp.asarray(y, jnp.float32), (np.shape(y)[0], -1))
     chex.assert_equal_shape_suffix([x, y], 1)
+    return _sliced_wasserstein(x, y, key, num_projections, p)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _sliced_wasserstein(x, y, key, num_projections, p):
     theta = jax.random.normal(key, (num_projections, x.shape[1]), jnp.float32)
     theta = theta / jnp.linalg.norm(theta, axis=-1, keepdims=True)
     px, py = jnp.sort(x @ theta.T, axis=0), jnp.sort(y @ theta.T, axis=0)
