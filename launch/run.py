@@ -97,6 +97,8 @@ flags.DEFINE_enum("algo", DEFAULT_ALGO, registry.names(),
                   "Algorithm to train. One of: " + ", ".join(registry.names()))
 flags.DEFINE_string("env", None, "Environment (default: the algorithm's). Our grid worlds "
                     "(gridworld, gridworld-walls, gridworld-episodic) or any gymnax id.")
+flags.DEFINE_string("dataset", None, "Dataset for algorithms trained on data (diffusion models; "
+                    "default: the algorithm's DEFAULT_DATASET).")
 flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped program.")
 flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
@@ -146,13 +148,20 @@ def main(argv):
     if FLAGS.num_seeds < 1:
         _fail(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
     env_options = dict(config.env) if "env" in config else {}
+    dataset = FLAGS.dataset or getattr(algo, "DEFAULT_DATASET", None)
+    if FLAGS.dataset and not hasattr(algo, "make_task"):
+        _fail(f"algorithm {algo_name!r} does not train on a dataset; drop --dataset")
     try:
-        if env_name is None:
+        if dataset is not None:  # trained on data: the algorithm builds its task
+            env, task = None, algo.make_task(dataset, config)
+            env_name = dataset
+        elif env_name is None:
             env, task = None, None
         else:
             env, env_params = envs.make(env_name, **env_options)
             task = envs.Task(env, env_params)
-        registry.check_compatible(algo_name, algo, env_name, env)
+        if dataset is None:
+            registry.check_compatible(algo_name, algo, env_name, env)
     except ValueError as e:
         _fail(str(e))
 
