@@ -118,6 +118,8 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
         if not startable.any():
             raise ValueError("the layout leaves no cell to start an episode in")
         self.startable = startable
+        # States the agent can ever be in (walls are numbered but never occupied).
+        self.occupiable = ~self.forbidden if self.walls else np.ones(self.num_states, bool)
 
     # ------------------------------------------------------------------ the one transition
     def outcome(self, state: jax.Array, action: jax.Array, params: EnvParams):

@@ -105,11 +105,27 @@ def optimal_values(mdp: TabularMDP, gamma, tol: float | None = None,
     return v
 
 
-def policy_metrics(mdp: TabularMDP, policy: jax.Array, gamma) -> dict[str, jax.Array]:
-    """Exact quality of a policy: mean v_pi over states and the worst gap to v*."""
+def occupiable_states(task) -> jax.Array:
+    """bool [S]: states the agent can be in (grid walls never are; other envs: all states).
+
+    Sample-based methods never visit the others, so quality metrics are taken over these.
+    """
+    mask = getattr(task.env, "occupiable", None)
+    if mask is None:
+        return jnp.ones(task.env.num_states, bool)
+    return jnp.asarray(mask)
+
+
+def policy_metrics(mdp: TabularMDP, policy: jax.Array, gamma,
+                   mask: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Exact quality of a policy: mean v_pi over (occupiable) states and the worst gap to v*."""
     v_pi = evaluate_policy_exact(mdp, policy, gamma)
     v_star = optimal_values(mdp, gamma)
-    return {"policy_value": jnp.mean(v_pi), "optimality_gap": jnp.max(v_star - v_pi)}
+    if mask is None:
+        mask = jnp.ones(mdp.num_states, bool)
+    gap = jnp.where(mask, v_star - v_pi, -jnp.inf)
+    return {"policy_value": jnp.sum(jnp.where(mask, v_pi, 0.0)) / jnp.sum(mask),
+            "optimality_gap": jnp.max(gap)}
 
 
 def sample_actions(key: jax.Array, policy_rows: jax.Array) -> jax.Array:
@@ -149,10 +165,11 @@ def rollout(key: jax.Array, task: Task, policy: jax.Array, length: int,
         next_obs, env_state, reward, terminated, truncated, info = env.step(
             k_env, env_state, action, params)
         final_obs = info["final_observation"]
-        next_action = sample_actions(k_act, policy[next_obs])
+        k_next, k_boot = jax.random.split(k_act)
+        next_action = sample_actions(k_next, policy[next_obs])
         # The action the policy would take in the true next state (before any auto-reset).
         bootstrap_action = jnp.where(terminated | truncated,
-                                     sample_actions(k_act, policy[final_obs]), next_action)
+                                     sample_actions(k_boot, policy[final_obs]), next_action)
         t = Transition(obs, action, reward, final_obs, bootstrap_action, terminated, truncated)
         return (next_obs, env_state, next_action), t
 

@@ -108,8 +108,10 @@ def update(state: State, config, task):
 def evaluate(state: State, key, config, task):
     del key
     mdp = common.model_of(task)
-    greedy_m = common.policy_metrics(mdp, common.greedy(state.q), config.gamma)
-    eps_m = common.policy_metrics(mdp, behavior_policy(state.q, config), config.gamma)
+    greedy_m = common.policy_metrics(mdp, common.greedy(state.q), config.gamma,
+                                     common.occupiable_states(task))
+    eps_m = common.policy_metrics(mdp, behavior_policy(state.q, config), config.gamma,
+                                  common.occupiable_states(task))
     return {**greedy_m, "eps_policy_value": eps_m["policy_value"],
             "eps_optimality_gap": eps_m["optimality_gap"]}
 

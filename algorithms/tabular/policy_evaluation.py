@@ -97,7 +97,8 @@ def evaluate(state: State, key, config, task):
     mdp = common.model_of(task)
     v_pi = common.evaluate_policy_exact(mdp, state.policy, config.gamma)
     metrics = {"value_error": jnp.max(jnp.abs(state.values - v_pi))}
-    metrics.update(common.policy_metrics(mdp, state.policy, config.gamma))
+    metrics.update(common.policy_metrics(mdp, state.policy, config.gamma,
+                                         common.occupiable_states(task)))
     return metrics
 
 

@@ -111,7 +111,8 @@ def update(state: State, config, task):
 def evaluate(state: State, key, config, task):
     """Exact quality of the greedy target policy and max |q - q*|."""
     del key
-    metrics = common.policy_metrics(common.model_of(task), common.greedy(state.q), config.gamma)
+    metrics = common.policy_metrics(common.model_of(task), common.greedy(state.q), config.gamma,
+                                    common.occupiable_states(task))
     metrics["q_error"] = sarsa.q_error(state.q, config, task)
     return metrics
 

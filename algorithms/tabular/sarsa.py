@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from algorithms.tabular import common
-from algorithms.tabular.td_zero import check_choice, env_step, float_dtype, occupiable_states
+from algorithms.tabular.td_zero import check_choice, env_step, float_dtype
 
 DEFAULT_ENV = "gridworld"
 REQUIRES = ("tabular_model",)  # the model is used only for exact evaluation metrics
@@ -172,7 +172,8 @@ def online_update(kind: str, state: State, config, task):
 def control_metrics(q, config, task):
     """Exact quality of the greedy policy of q and of the epsilon-greedy one being followed."""
     mdp = common.model_of(task)
-    metrics = common.policy_metrics(mdp, common.greedy(q), config.gamma)
+    metrics = common.policy_metrics(mdp, common.greedy(q), config.gamma,
+                                    common.occupiable_states(task))
     eps_policy = behaviour(q, config.epsilon)
     metrics["behaviour_value"] = jnp.mean(
         common.evaluate_policy_exact(mdp, eps_policy, config.gamma))
@@ -183,7 +184,7 @@ def q_error(q, config, task):
     """max |q - q*| over occupiable states (q* = r + gamma E[v*(s')])."""
     mdp = common.model_of(task)
     q_star = common.q_from_v(mdp, common.optimal_values(mdp, config.gamma), config.gamma)
-    mask = occupiable_states(task)[:, None]
+    mask = common.occupiable_states(task)[:, None]
     return jnp.max(jnp.where(mask, jnp.abs(q - q_star), 0.0))
 
 

@@ -48,7 +48,7 @@ from flax import struct
 
 from algorithms.tabular import common
 from algorithms.tabular.td_zero import (POLICIES, STEP_SIZES, check_choice, env_step,
-                                        fixed_policy, float_dtype, occupiable_states, step_size)
+                                        fixed_policy, float_dtype, step_size)
 
 DEFAULT_ENV = "gridworld"
 REQUIRES = ("tabular_model",)  # grid coordinates for the features; exact model for evaluation
@@ -174,7 +174,7 @@ def evaluate(state: State, key, config, task):
     phi = features_of(config, task)
     r_pi, p_pi = common.policy_matrices(mdp, state.policy)
     v_pi = common.evaluate_policy_exact(mdp, state.policy, config.gamma)
-    mask = occupiable_states(task)
+    mask = common.occupiable_states(task)
     count = jnp.sum(mask)
 
     def rmse(v):

@@ -77,20 +77,6 @@ def float_dtype():
     return jnp.result_type(float)
 
 
-def occupiable_states(task) -> jax.Array:
-    """bool [S]: cells the agent can be in (walls, with `walls=True`, never are).
-
-    Sample-based estimates of never-visited states stay at their initial value, so error
-    metrics are taken over these states only.
-    """
-    env = task.env
-    n = env.num_states
-    forbidden = getattr(env, "forbidden", None)
-    if forbidden is None or not getattr(env, "walls", False):
-        return jnp.ones(n, bool)
-    return ~jnp.asarray(forbidden)
-
-
 def env_step(key, task, env_state, action):
     """One gymnax step with auto-reset.
 
@@ -172,7 +158,7 @@ def evaluate(state: State, key, config, task):
     """Errors of v_t against the exact v_pi = (I - gamma P_pi)^-1 r_pi (over occupiable states)."""
     del key
     v_pi = common.evaluate_policy_exact(common.model_of(task), state.policy, config.gamma)
-    mask = occupiable_states(task)
+    mask = common.occupiable_states(task)
     err = jnp.where(mask, state.values - v_pi, 0.0)
     return {"value_error": jnp.max(jnp.abs(err)),
             "rmse": jnp.sqrt(jnp.sum(err ** 2) / jnp.sum(mask)),

@@ -84,7 +84,8 @@ def update(state: State, config, task):
 
 def evaluate(state: State, key, config, task):
     del key
-    return common.policy_metrics(common.model_of(task), state.policy, config.gamma)
+    return common.policy_metrics(common.model_of(task), state.policy, config.gamma,
+                                 common.occupiable_states(task))
 
 
 def solution(state: State, config, task):
