@@ -168,6 +168,12 @@ def _apply_sweep(algo, state, sweep, num_seeds: int):
     return state.replace(hparams=hparams)
 
 
+def _progress_keys(row: dict) -> list[str]:
+    """Up to three metrics for the progress bar, returns and losses first."""
+    ranked = sorted(row, key=lambda k: (0 if "return" in k else 1 if "loss" in k else 2, k))
+    return ranked[:3]
+
+
 def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
           workdir: str | None = None, max_chunks: int | None = None, progress: bool = True,
           run_info: dict | None = None, sweep: dict[str, Sequence[float]] | None = None,
@@ -275,7 +281,7 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             chunks_run += 1
             if bar is not None:
                 bar.update(length)
-                shown = {k: float(np.mean(v)) for k, v in list(row.items())[:3]}
+                shown = {k: float(np.mean(row[k])) for k in _progress_keys(row)}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
     finally:
         if bar is not None:
