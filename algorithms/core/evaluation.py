@@ -13,12 +13,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from envs.wrappers import ClipAction
+
 
 def evaluate_episodes(key: jax.Array, env, env_params, act_fn: Callable, num_episodes: int,
                       max_steps: int | None = None) -> dict[str, jax.Array]:
     """act_fn(obs [num_episodes, ...], key) -> actions; returns mean return and length."""
-    from envs.wrappers import ClipAction  # continuous actions are clipped to the bounds
-    env = ClipAction(env)
+    env = ClipAction(env)  # continuous actions are clipped to the bounds, as in training
     max_steps = int(max_steps or env_params.max_steps_in_episode)
     k_reset, k_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(
