@@ -1,0 +1,159 @@
+"""Diffusion sampler throughput: samples/s per sampler at a fixed NFE, the same NFE of bare
+network evaluations on the same batch (sampler overhead), and compile time at NFE 10 vs 100.
+
+    python benchmarks/diffusion.py            # batch 4096 2-D points, EDM toy MLP (3 x 128)
+    python benchmarks/diffusion.py --quick    # smaller batch and fewer repeats
+
+The model is `diffusion.models.edm` with the toy network (random parameters: speed does not
+depend on training). "bare network" is a `lax.scan` of NFE raw-network applications on the
+same batch, each feeding its output back as the next input, at a different noise level each
+(nothing can be hoisted out of the loop); overhead = t_sampler / t_bare - 1 is what the sampler adds (preconditioning,
+schedule arithmetic, noise draws, Heun's extra state). Times are the best of `--repeats`
+runs of the compiled program; compile times are `jit(...).lower(...).compile()` wall times.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+# Run as `python benchmarks/diffusion.py`, this file's folder comes first on sys.path and its
+# name would shadow the `diffusion` package: drop the folder before importing the package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from diffusion.models import common, edm  # noqa: E402
+
+SAMPLERS = ("euler", "heun", "edm_stochastic", "dpmpp_2m", "ancestral", "ddim", "ddpm",
+            "reverse_sde", "pc")
+
+
+def _best_of(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _setup(batch):
+    config = edm.default_config()
+    task = common.DataTask(train=jnp.zeros((8, 2)), train_labels=jnp.zeros((8,), jnp.int32),
+                           heldout=jnp.zeros((8, 2)), heldout_labels=jnp.zeros((8,), jnp.int32),
+                           name="moons")
+    state = edm.init(jax.random.key(0), config, task)
+    leaves, tree = jax.tree.flatten(state.params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [0.1 * jax.random.normal(k, l.shape, l.dtype)
+                                       for k, l in zip(keys, leaves)])
+    return config, state.replace(params=params, ema_params=params)
+
+
+def _compile(fn, *args):
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def bare_network(config, state, batch, nfe, repeats):
+    net = common.make_network(config)
+    x0 = jax.random.normal(jax.random.key(2), (batch, 2))
+    # One noise level per evaluation, as in a sampler: a loop-invariant level would let XLA
+    # hoist the noise-embedding layers out of the loop and flatter the baseline.
+    c_noise = jnp.linspace(1.0, -1.5, nfe)
+
+    def run(params, x):
+        def step(x, c):
+            return net.apply(params, x, jnp.full((batch,), c)), None
+        return jax.lax.scan(step, x, c_noise)[0]
+
+    compiled, _ = _compile(run, state.ema_params, x0)
+    return _best_of(lambda: compiled(state.ema_params, x0), repeats)
+
+
+def sampler_rows(config, state, batch, nfe, repeats):
+    rows = []
+    t_bare_cache = {}
+    key = jax.random.key(3)
+    for name in SAMPLERS:
+        steps = common.steps_for_nfe(name, nfe, config)
+
+        def run(st, k, name=name, steps=steps):
+            return edm.sample(st, config, k, batch, sampler=name, num_steps=steps)[0]
+
+        compiled, t_compile = _compile(run, state, key)
+        exact = _nfe(config, state, name, steps)
+        t = _best_of(lambda: compiled(state, key), repeats)
+        if exact not in t_bare_cache:
+            t_bare_cache[exact] = bare_network(config, state, batch, exact, repeats)
+        t_bare = t_bare_cache[exact]
+        rows.append(dict(sampler=name, steps=steps, nfe=exact, seconds=t,
+                         samples_per_s=batch / t, bare_seconds=t_bare,
+                         overhead=t / t_bare - 1.0, compile_s=t_compile))
+    return rows
+
+
+def _nfe(config, state, name, steps):
+    """The exact NFE, from tracing the sampler on a 2-sample batch (info['nfe'] is static)."""
+    info = {}
+
+    def grab(st, k):
+        x, i = edm.sample(st, config, k, 2, sampler=name, num_steps=steps)
+        info.update(i)
+        return x
+
+    jax.eval_shape(grab, state, jax.random.key(0))
+    return int(info["nfe"])
+
+
+def compile_rows(config, state, batch):
+    rows = []
+    key = jax.random.key(3)
+    for name in SAMPLERS:
+        times = {}
+        for nfe in (10, 100):
+            steps = common.steps_for_nfe(name, nfe, config)
+            _, t = _compile(lambda st, k, name=name, steps=steps: edm.sample(
+                st, config, k, batch, sampler=name, num_steps=steps)[0], state, key)
+            times[nfe] = t
+        rows.append(dict(sampler=name, compile_10=times[10], compile_100=times[100]))
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--nfe", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args()
+    batch = args.batch or (512 if args.quick else 4096)
+    repeats = args.repeats or (2 if args.quick else 5)
+    config, state = _setup(batch)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or '?'}"
+          f", {jax.local_device_count()} device(s)); EDM toy MLP "
+          f"{config.net.depth} x {config.net.width}, batch {batch}, best of {repeats}\n")
+    rows = sampler_rows(config, state, batch, args.nfe, repeats)
+    print(f"Samplers at NFE <= {args.nfe} (bare = the same NFE of raw network applications)")
+    print(f"{'sampler':>15} {'steps':>6} {'NFE':>5} {'samples/s':>12} {'ms':>9} "
+          f"{'bare ms':>9} {'overhead':>9}")
+    for r in rows:
+        print(f"{r['sampler']:>15} {r['steps']:>6} {r['nfe']:>5} {r['samples_per_s']:>12.0f} "
+              f"{1e3 * r['seconds']:>9.2f} {1e3 * r['bare_seconds']:>9.2f} "
+              f"{100 * r['overhead']:>8.1f}%")
+    print("\nCompile time (s) of the jitted sampler: NFE 10 vs NFE 100 (one lax.scan: it "
+          "should not grow)")
+    print(f"{'sampler':>15} {'NFE 10':>8} {'NFE 100':>8}")
+    for r in compile_rows(config, state, batch):
+        print(f"{r['sampler']:>15} {r['compile_10']:>8.2f} {r['compile_100']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

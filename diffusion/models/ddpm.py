@@ -1,0 +1,121 @@
+"""DDPM: Ho, Jain, Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
+
+A network eps_theta(x_t, t) trained with the simple loss (Eq. 14, Algorithm 1)
+    || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t) ||^2,  t ~ U{1..T},
+on the linear schedule beta_1 = 1e-4 ... beta_T = 0.02, T = 1000 (Sec. 4), `losses.ddpm_eps_loss`.
+Its step index (0-based, embedded sinusoidally as in the paper) is the network's c_noise.
+
+As a denoiser (EDM Table 1's VP column with a discrete c_noise): x = x0 + sigma n with
+sigma_t = sqrt((1 - ab_t) / ab_t) is x_t / sqrt(ab_t), so
+    D(x; sigma) = x - sigma eps_theta(x / sqrt(1 + sigma^2), t(sigma)),
+with t(sigma) the index of the nearest trained level (in log sigma). Exact on the trained
+levels, where `ddpm` (Algorithm 2) and `ddim` (Song, Meng & Ermon 2021) sample it as the
+paper does; Euler / Heun / DPM-Solver++ run on the grid of trained levels at the DDIM
+time steps (so DDIM with eta = 0 equals Euler there). Ho et al. train CIFAR-10 with Adam at lr
+2e-4, batch 128, gradient clipping at 1 and EMA 0.9999; the toys keep the common lr 1e-3,
+batch 256 and EMA 0.999 (5k updates), with the clipping.
+
+    python -m launch.run --algo=ddpm --dataset=moons --num_seeds=4
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from diffusion import losses
+from diffusion import precond
+from diffusion import samplers
+from diffusion import sde as sde_lib
+from diffusion.models import common
+
+DEFAULT_DATASET = "moons"
+DEFAULT_ENV = None
+REQUIRES = ()
+SWEEPABLE = ("lr",)
+
+
+def _alphas_bar(T=1000, beta_1=1e-4, beta_T=0.02) -> np.ndarray:
+    return losses.ddpm_schedule(int(T), float(beta_1), float(beta_T)).alphas_bar
+
+
+def default_config():
+    c = common.base_config()
+    c.T = 1000               # Ho et al. 2020, Sec. 4
+    c.beta_1 = 1e-4
+    c.beta_T = 0.02
+    c.grad_clip = 1.0        # Ho et al.'s training code clips at 1
+    c.net.embedding = "positional"  # the step index 0..T-1 (Ho et al.'s Transformer embedding)
+    sig = np.sqrt((1.0 - _alphas_bar()) / _alphas_bar())
+    c.sampler.sigma_min = float(sig[0])   # the trained levels: 0.0100 ... 157
+    c.sampler.sigma_max = float(sig[-1])
+    return c
+
+
+def alphas_bar(config) -> np.ndarray:
+    """ab_t, float64 [T] (index i is the paper's t = i + 1)."""
+    return _alphas_bar(config.T, config.beta_1, config.beta_T)
+
+
+def level_sigmas(config) -> np.ndarray:
+    """sigma_t = sqrt((1 - ab_t) / ab_t) of the trained levels, increasing, float64 [T]."""
+    ab = alphas_bar(config)
+    return np.sqrt((1.0 - ab) / ab)
+
+
+def coefficients(config):
+    log_levels = np.log(level_sigmas(config))
+
+    def coeff(sigma):
+        sigma = jnp.asarray(sigma)
+        table = jnp.asarray(log_levels, jnp.float32)
+        ls = jnp.log(sigma).astype(jnp.float32)
+        i = jnp.clip(jnp.searchsorted(table, ls), 1, len(log_levels) - 1)
+        idx = jnp.where(jnp.abs(table[i - 1] - ls) <= jnp.abs(table[i] - ls), i - 1, i)
+        vp = precond.vp_precond(sigma)
+        return precond.Coefficients(c_skip=vp.c_skip, c_out=vp.c_out, c_in=vp.c_in,
+                                    c_noise=idx.astype(sigma.dtype))
+
+    return coeff
+
+
+def loss(raw_fn, x0, key, config):
+    def eps_fn(x_t, t_idx):
+        return raw_fn(x_t, t_idx.astype(x_t.dtype))
+    return losses.ddpm_eps_loss(eps_fn, x0, key, alphas_bar(config))
+
+
+def sde(config):
+    """The continuous limit of the linear schedule: VP with beta(t) T in [T beta_1, T beta_T]."""
+    return sde_lib.VPSDE(beta_min=float(config.T * config.beta_1),
+                         beta_max=float(config.T * config.beta_T))
+
+
+def sigma_grid(config, num_steps):
+    """Trained levels at the DDIM time steps (`samplers.ddpm_timesteps`), then 0."""
+    ts = samplers.ddpm_timesteps(int(config.T), min(int(num_steps), int(config.T)))
+    return np.concatenate([level_sigmas(config)[ts], [0.0]])
+
+
+MODEL = common.Model("ddpm", coefficients, loss, sde, sigma_grid=sigma_grid,
+                     alphas_bar=alphas_bar)
+
+
+def init(key, config, task):
+    return common.init(MODEL, key, config, task)
+
+
+def update(state, config, task):
+    return common.update(MODEL, state, config, task)
+
+
+def evaluate(state, key, config, task):
+    return common.evaluate(MODEL, state, key, config, task)
+
+
+def make_task(dataset, config):
+    return common.make_task(dataset, config)
+
+
+def sample(state, config, key, n, **kwargs):
+    """n samples from one seed's state; see `common.sample`."""
+    return common.sample(MODEL, state, config, key, n, **kwargs)

@@ -1,0 +1,76 @@
+"""EDM: Karras, Aittala, Aila, Laine, "Elucidating the Design Space of Diffusion-Based
+Generative Models", NeurIPS 2022.
+
+Preconditioning (Table 1 "ours", Eq. 7) with sd = sigma_data = 0.5:
+    c_skip = sd^2 / (sigma^2 + sd^2),  c_out = sigma sd / sqrt(sigma^2 + sd^2),
+    c_in = 1 / sqrt(sigma^2 + sd^2),   c_noise = ln(sigma) / 4;
+loss (Eq. 2 / Eq. 8): lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with ln sigma ~
+N(P_mean = -1.2, P_std = 1.2) and lambda = (sigma^2 + sd^2) / (sigma sd)^2 (`losses.edm_loss`).
+Sampling: Heun (Alg. 1) on the time steps of Eq. 5 (sigma_min 0.002, sigma_max 80, rho 7),
+18 steps = 35 NFE; `reverse_sde` / `pc` view the model as the VE SDE with sigma(t) on
+[0.002, 80]. Adam lr 1e-3 as EDM's CIFAR-10 runs (Table 7; batch 256 here, 512 there); the toy
+network is `common.MLP` (3 x 128) with Fourier noise features of c_noise (scale 16, NCSN++'s).
+
+    python -m launch.run --algo=edm --dataset=moons --num_seeds=4
+"""
+from __future__ import annotations
+
+import functools
+
+from diffusion import losses
+from diffusion import precond
+from diffusion import sde as sde_lib
+from diffusion.models import common
+
+DEFAULT_DATASET = "moons"
+DEFAULT_ENV = None
+REQUIRES = ()
+SWEEPABLE = ("lr",)
+
+
+def default_config():
+    c = common.base_config()
+    c.sigma_data = 0.5       # EDM Table 1 (data std; the toys' per-coordinate std is 0.5-0.9)
+    c.p_mean = -1.2          # ln sigma ~ N(P_mean, P_std^2) in training (Table 1)
+    c.p_std = 1.2
+    c.net.embedding = "fourier"  # c_noise = ln(sigma) / 4 is a log-scale input
+    return c
+
+
+def coefficients(config):
+    return functools.partial(precond.edm_precond, sigma_data=float(config.sigma_data))
+
+
+def loss(raw_fn, x0, key, config):
+    d = common.denoiser_from_raw(raw_fn, coefficients(config))
+    return losses.edm_loss(d, x0, key, p_mean=float(config.p_mean), p_std=float(config.p_std),
+                           sigma_data=float(config.sigma_data))
+
+
+def sde(config):
+    return sde_lib.VESDE(sigma_min=float(config.sampler.sigma_min),
+                         sigma_max=float(config.sampler.sigma_max))
+
+
+MODEL = common.Model("edm", coefficients, loss, sde)
+
+
+def init(key, config, task):
+    return common.init(MODEL, key, config, task)
+
+
+def update(state, config, task):
+    return common.update(MODEL, state, config, task)
+
+
+def evaluate(state, key, config, task):
+    return common.evaluate(MODEL, state, key, config, task)
+
+
+def make_task(dataset, config):
+    return common.make_task(dataset, config)
+
+
+def sample(state, config, key, n, **kwargs):
+    """n samples from one seed's state; see `common.sample`."""
+    return common.sample(MODEL, state, config, key, n, **kwargs)

@@ -1,0 +1,76 @@
+"""VE: the variance-exploding SDE of Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole,
+"Score-Based Generative Modeling through Stochastic Differential Equations", ICLR 2021
+(Eq. 9; continuous SMLD / NCSN), in the preconditioned form of EDM Table 1 "VE".
+
+Preconditioning (EDM Table 1, VE; F = sigma * score): c_skip = 1, c_out = sigma, c_in = 1,
+c_noise = ln(sigma / 2), embedded with Fourier features (scale 16) as in Song et al.'s NCSN++.
+Loss: denoising score matching (Song et al. 2021, Eq. 7) on the VE SDE with sigma_min = 0.01,
+sigma_max = 50 (Song et al.'s CIFAR-10 values; diffusion.sde.VESDE's toy defaults),
+t ~ U(1e-5, 1), lambda(t) = std(t)^2 (`losses.dsm_loss`), i.e. EDM Table 1's VE loss
+||D - x0||^2 / sigma^2 with ln sigma roughly uniform on [ln 0.01, ln 50]. Sampling: Heun on the
+EDM grid over [0.01, 50]; `reverse_sde` / `pc` integrate the VE SDE (PC with snr 0.16, Song
+et al.'s VE setting). Gradient clipping at norm 1 as Song et al.'s configs.
+
+    python -m launch.run --algo=ve --dataset=moons --num_seeds=4
+"""
+from __future__ import annotations
+
+from diffusion import losses
+from diffusion import precond
+from diffusion import sde as sde_lib
+from diffusion.models import common
+
+DEFAULT_DATASET = "moons"
+DEFAULT_ENV = None
+REQUIRES = ()
+SWEEPABLE = ("lr",)
+
+
+def default_config():
+    c = common.base_config()
+    c.sde_sigma_min = 0.01   # VE SDE noise range (Song et al. 2021)
+    c.sde_sigma_max = 50.0
+    c.grad_clip = 1.0        # Song et al.'s configs (optim.grad_clip = 1)
+    c.net.embedding = "fourier"  # c_noise = ln(sigma / 2) is a log-scale input
+    c.sampler.sigma_min = 0.01
+    c.sampler.sigma_max = 50.0
+    return c
+
+
+def coefficients(config):
+    return precond.ve_precond
+
+
+def sde(config):
+    return sde_lib.VESDE(sigma_min=float(config.sde_sigma_min),
+                         sigma_max=float(config.sde_sigma_max))
+
+
+def loss(raw_fn, x0, key, config):
+    s = sde(config)
+    d = common.denoiser_from_raw(raw_fn, coefficients(config))
+    return losses.dsm_loss(s.score_from_denoiser(d), x0, key, s)
+
+
+MODEL = common.Model("ve", coefficients, loss, sde)
+
+
+def init(key, config, task):
+    return common.init(MODEL, key, config, task)
+
+
+def update(state, config, task):
+    return common.update(MODEL, state, config, task)
+
+
+def evaluate(state, key, config, task):
+    return common.evaluate(MODEL, state, key, config, task)
+
+
+def make_task(dataset, config):
+    return common.make_task(dataset, config)
+
+
+def sample(state, config, key, n, **kwargs):
+    """n samples from one seed's state; see `common.sample`."""
+    return common.sample(MODEL, state, config, key, n, **kwargs)
