@@ -16,10 +16,26 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _orthogonal(scale: float):
+    """flax's orthogonal initializer, vmapped as a loop over the batch (same values).
+
+    Under `jax.vmap(init)` over seeds the QR factorisation becomes a batched LAPACK custom call
+    that splits its batch over XLA's intra-op thread pool (jax::ParallelBatchMap) and blocks on
+    it; two such calls running at once on a 2-thread pool wait for each other forever (seen on
+    2-core CPUs with jax 0.10.2: `jit(vmap(init))` hung with all threads idle in
+    BlockingCounter::Wait). `sequential_vmap` keeps every QR unbatched.
+    """
+    base = nn.initializers.orthogonal(scale)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.custom_batching.sequential_vmap(lambda k: base(k, shape, dtype))(key)
+
+    return init
+
+
 def _dense(features: int, scale: float = np.sqrt(2.0)) -> nn.Dense:
     """Orthogonal init with gain `scale` and zero bias (Engstrom et al. 2020, PPO details)."""
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale),
-                    bias_init=nn.initializers.zeros)
+    return nn.Dense(features, kernel_init=_orthogonal(scale), bias_init=nn.initializers.zeros)
 
 
 class MLP(nn.Module):
