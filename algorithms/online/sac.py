@@ -1,0 +1,348 @@
+"""Soft actor-critic with automatic entropy temperature.
+
+Haarnoja, Zhou, Hartikainen, Tucker, Ha, Tan, Kumar, Zhu, Gupta, Abbeel, Levine (2018),
+"Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905: Algorithm 1, Sec. 4.2 (soft
+policy iteration with function approximators) and Sec. 5 (automating entropy adjustment).
+
+Per environment step (one gradient step per transition, "UTD 1"):
+
+    a_t ~ pi(.|s_t) (uniform random for the first `learning_starts` steps), store the transition
+    critics   J_Q   = E[ 1/2 (Q_i(s, a) - y)^2 ],  i = 1, 2
+              y     = r + gamma (1 - terminated) (min_j Q'_j(s', a') - alpha log pi(a'|s')),
+                      a' ~ pi(.|s')   (soft Bellman backup with the clipped double-Q minimum)
+    actor     J_pi  = E[ alpha log pi(f(eps; s)|s) - min_j Q_j(s, f(eps; s)) ]
+                      (reparameterised: f(eps; s) = tanh(mu(s) + sigma(s) eps))
+    alpha     J(alpha) = E[ -alpha (log pi(a|s) + target_entropy) ], target_entropy = -|A|,
+                      optimised over log alpha (see `sac_alpha_loss` for the exact form)
+    targets   theta' <- tau theta + (1 - tau) theta'
+
+Actions live in [-1, 1]^|A| for the policy, the critics and the replay buffer (as in the authors'
+softlearning code, which rescales the environment's action space); the environment receives
+`center + scale * a` for its Box [low, high]. Log-probabilities, hence the entropy target, are
+therefore those of the normalised action and do not depend on the action units.
+
+Pendulum-v1 never terminates, it is truncated at 200 steps: transitions store the pre-reset
+`info["final_observation"]` as s' and `terminated`, so targets bootstrap through truncation.
+
+The first `learning_starts` environment steps (uniform random actions, no learning, as in the
+paper's reference implementation) happen in `init`; every `update` then runs `num_steps`
+vectorised environment steps, each followed by `num_envs` gradient steps, in one `lax.scan`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+
+from algorithms.core import buffer as replay
+from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, flatten_obs, \
+    tanh_gaussian_sample
+from envs.wrappers import episode_metrics, make_vec_env
+
+DEFAULT_ENV = "Pendulum-v1"
+REQUIRES = ("continuous_actions",)
+SWEEPABLE = ("lr", "tau")
+
+
+# ---------------------------------------------------------------------------- losses
+def soft_q_target(next_q_values: jax.Array, next_log_probs: jax.Array, rewards: jax.Array,
+                  discounts: jax.Array, *, alpha: jax.Array | float) -> jax.Array:
+    """Soft clipped double-Q target y = r + discount (min_j Q'_j(s', a') - alpha log pi(a'|s')).
+
+    The soft Bellman backup of Sec. 4.2 (J_Q with V(s') = E_a'[Q(s', a') - alpha log pi(a'|s')],
+    one sample a' ~ pi(.|s')), using the minimum of the two target critics (Sec. 6 / Fujimoto
+    et al. 2018).
+
+    Args:
+      next_q_values: [num_critics, B] target critics Q'_j(s', a').
+      next_log_probs: [B] log pi(a'|s') of the same a'.
+      rewards: [B].
+      discounts: [B] gamma * (1 - terminated): 0 at true terminal states only, so truncated
+        episodes bootstrap.
+      alpha: entropy temperature (scalar).
+    Returns: [B] targets (the caller stops their gradient).
+    """
+    chex.assert_rank([next_q_values, next_log_probs, rewards, discounts], [2, 1, 1, 1])
+    chex.assert_equal_shape([next_q_values[0], next_log_probs, rewards, discounts])
+    soft_value = jnp.min(next_q_values, axis=0) - alpha * next_log_probs
+    return rewards + discounts * soft_value
+
+
+def sac_critic_loss(q_values: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-sample soft Bellman residual summed over critics: sum_i 1/2 (Q_i(s, a) - y)^2.
+
+    J_Q of Sec. 4.2 for each of the critics (trained on the same target). Gradients do not
+    flow into `targets`.
+
+    Args:
+      q_values: [num_critics, B] Q_i(s, a).
+      targets: [B] from `soft_q_target`.
+    Returns: [B] loss per sample (mean over the batch at the call site).
+    """
+    chex.assert_rank([q_values, targets], [2, 1])
+    chex.assert_equal_shape([q_values[0], targets])
+    return 0.5 * jnp.sum((q_values - jax.lax.stop_gradient(targets)[None]) ** 2, axis=0)
+
+
+def sac_actor_loss(log_probs: jax.Array, q_values: jax.Array,
+                   alpha: jax.Array | float) -> jax.Array:
+    """Per-sample policy loss alpha log pi(a|s) - Q(s, a), a = f(eps; s) reparameterised.
+
+    J_pi of Sec. 4.2 (the KL projection onto exp(Q / alpha), written with the reparameterisation
+    trick). Minimised w.r.t. the policy parameters through both `log_probs` and `q_values`
+    (the caller passes Q = min_j Q_j(s, a) of the online critics); alpha is treated as a constant.
+
+    Args:
+      log_probs: [B] log pi(a|s) of the sampled actions.
+      q_values: [B] Q(s, a) of the same actions.
+      alpha: entropy temperature (scalar).
+    Returns: [B].
+    """
+    chex.assert_rank([log_probs, q_values], 1)
+    chex.assert_equal_shape([log_probs, q_values])
+    return jax.lax.stop_gradient(alpha) * log_probs - q_values
+
+
+def sac_alpha_loss(log_alpha: jax.Array, log_probs: jax.Array, *,
+                   target_entropy: float) -> jax.Array:
+    """Per-sample temperature loss -log_alpha * (log pi(a|s) + target_entropy).
+
+    Sec. 5, J(alpha) = E_a~pi[-alpha log pi(a|s) - alpha H_bar], optimised, as in the authors'
+    implementation, over log alpha and with alpha replaced by log alpha in the objective:
+    d/d(log alpha) = -(log pi + H_bar), so log alpha goes up exactly when the policy's entropy
+    -log pi is below the target H_bar, and down when it is above (the same sign as the
+    alpha-form, whose gradient is alpha times this one). `log_probs` are constants here.
+
+    Args:
+      log_alpha: scalar, the trained parameter.
+      log_probs: [B] log pi(a|s) of actions sampled from the current policy.
+      target_entropy: H_bar, -|A| by default (Sec. 5 / Appendix).
+    Returns: [B].
+    """
+    chex.assert_rank([log_alpha, log_probs], [0, 1])
+    return -log_alpha * jax.lax.stop_gradient(log_probs + target_entropy)
+
+
+# ---------------------------------------------------------------------------- state & config
+@struct.dataclass
+class State:
+    actor_params: Any
+    critic_params: Any  # QEnsemble of 2 critics
+    target_critic_params: Any
+    log_alpha: jax.Array  # scalar
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+    buffer: replay.Buffer  # obs, action (in [-1, 1]), reward, next_obs, terminated
+    env_state: Any
+    obs: jax.Array  # [num_envs, obs_dim] flattened last observation
+    key: jax.Array
+    step: jax.Array  # int32, updates done
+    hparams: dict  # SWEEPABLE float32 scalars
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Hyperparameters of Haarnoja et al. (2018), Table 1 / App. D, unless noted."""
+    c = ml_collections.ConfigDict()
+    c.total_timesteps = 50_000  # environment steps (issue target: Pendulum-v1 >= -200 by 5e4)
+    c.learning_starts = 5_000  # uniform random steps before learning (reference code; counted)
+    c.num_envs = 1  # paper: one environment
+    c.num_steps = 250  # vectorised env steps per `update` (each followed by num_envs grad steps)
+    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
+                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
+    c.log_every = 20  # updates per jitted chunk (5000 env steps)
+    c.eval_every = 20
+    c.eval_episodes = 10
+    c.gamma = 0.99  # paper
+    c.tau = 0.005  # Polyak target smoothing (paper)
+    c.lr = 3e-4  # Adam, same for critics, actor and temperature (paper)
+    c.batch_size = 256  # paper
+    c.buffer_size = 100_000  # paper 10^6; >= total_timesteps, so nothing is overwritten here
+    c.hidden_sizes = (256, 256)  # 2 hidden ReLU layers of 256 (paper)
+    c.init_alpha = 1.0  # initial temperature (authors' code)
+    c.target_entropy = -1.0  # per action dimension: H_bar = target_entropy * |A| (paper: -|A|)
+    return c
+
+
+def _nets(config, action_dim: int):
+    hidden = tuple(config.hidden_sizes)
+    return TanhGaussianPolicy(hidden, action_dim), QEnsemble(hidden, num=2)
+
+
+def _optimizer():
+    return optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)  # lr replaced per step
+
+
+def _adam_step(opt, opt_state, params, grads, lr):
+    """One Adam step with the traced learning rate `lr` written into the injected hyperparams."""
+    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _action_bounds(task):
+    """(center, scale) of the Box action space: env action = center + scale * a, a in [-1, 1]."""
+    space = task.env.action_space(task.params)
+    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), space.shape)
+    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), space.shape)
+    return (high + low) / 2.0, (high - low) / 2.0
+
+
+def _obs_ndim(task) -> int:
+    return len(task.env.observation_space(task.params).shape)
+
+
+def _policy_sample(actor, params, obs, key):
+    """a in [-1, 1]^|A| reparameterised, and log pi(a|s) (SAC App. C change of variables)."""
+    mean, log_std = actor.apply(params, obs)
+    return tanh_gaussian_sample(key, mean, log_std, 1.0)
+
+
+def _env_step(env, task, env_state, obs, action, key):
+    """One vectorised step with normalised `action`; returns (obs', env_state', transition, stats)."""
+    center, scale = _action_bounds(task)
+    next_obs, env_state, reward, terminated, _, info = env.step(
+        key, env_state, center + scale * action, task.params)
+    nd = _obs_ndim(task)
+    transition = {"obs": obs, "action": action, "reward": reward.astype(jnp.float32),
+                  "next_obs": flatten_obs(info["final_observation"], nd),
+                  "terminated": terminated.astype(jnp.float32)}
+    stats = {k: info[k] for k in ("last_episode_return", "last_episode_length", "episode_done")}
+    return flatten_obs(next_obs, nd), env_state, transition, stats
+
+
+def init(key, config, task) -> State:
+    env = make_vec_env(task.env, config.num_envs)
+    action_dim = task.env.action_space(task.params).shape[0]
+    actor, critic = _nets(config, action_dim)
+    k_env, k_actor, k_critic, k_warm, key = jax.random.split(key, 5)
+    obs, env_state = env.reset(k_env, task.params)
+    obs = flatten_obs(obs, _obs_ndim(task))
+    actor_params = actor.init(k_actor, obs[0])
+    critic_params = critic.init(k_critic, obs[0], jnp.zeros(action_dim))
+    log_alpha = jnp.log(jnp.float32(config.init_alpha))
+    opt = _optimizer()
+    example = {"obs": obs[0], "action": jnp.zeros(action_dim), "reward": jnp.float32(0),
+               "next_obs": obs[0], "terminated": jnp.float32(0)}
+    buffer = replay.buffer_init(example, config.buffer_size)
+
+    # Warm-up: learning_starts environment steps with uniform random actions.
+    warm_steps = config.learning_starts // config.num_envs
+    if warm_steps > 0:
+        def random_step(carry, k):
+            obs, env_state = carry
+            k_a, k_e = jax.random.split(k)
+            action = jax.random.uniform(k_a, (config.num_envs, action_dim), minval=-1.0,
+                                        maxval=1.0)
+            obs, env_state, tr, _ = _env_step(env, task, env_state, obs, action, k_e)
+            return (obs, env_state), tr
+
+        (obs, env_state), trs = jax.lax.scan(random_step, (obs, env_state),
+                                             jax.random.split(k_warm, warm_steps))
+        buffer = replay.buffer_add(buffer, jax.tree.map(
+            lambda x: x.reshape((-1,) + x.shape[2:]), trs))
+    return State(actor_params=actor_params, critic_params=critic_params,
+                 target_critic_params=critic_params, log_alpha=log_alpha,
+                 actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
+                 alpha_opt=opt.init(log_alpha), buffer=buffer, env_state=env_state, obs=obs,
+                 key=key, step=jnp.int32(0),
+                 hparams={"lr": jnp.float32(config.lr), "tau": jnp.float32(config.tau)})
+
+
+def _gradient_step(state: State, key, config, task):
+    """Algorithm 1's inner gradient step: critics, actor, temperature, then targets."""
+    action_dim = task.env.action_space(task.params).shape[0]
+    actor, critic = _nets(config, action_dim)
+    opt = _optimizer()
+    lr, tau = state.hparams["lr"], state.hparams["tau"]
+    k_batch, k_next, k_pi = jax.random.split(key, 3)
+    batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
+    alpha = jnp.exp(state.log_alpha)
+
+    # Critics.
+    next_actions, next_log_probs = _policy_sample(actor, state.actor_params, batch["next_obs"],
+                                                  k_next)
+    next_q = critic.apply(state.target_critic_params, batch["next_obs"], next_actions)
+    discounts = config.gamma * (1.0 - batch["terminated"])
+    targets = soft_q_target(next_q, next_log_probs, batch["reward"], discounts, alpha=alpha)
+
+    def critic_objective(params):
+        q = critic.apply(params, batch["obs"], batch["action"])
+        return sac_critic_loss(q, targets).mean(), q
+
+    (critic_loss, q), grads = jax.value_and_grad(critic_objective, has_aux=True)(
+        state.critic_params)
+    critic_params, critic_opt = _adam_step(opt, state.critic_opt, state.critic_params, grads, lr)
+
+    # Actor (against the updated critics).
+    def actor_objective(params):
+        actions, log_probs = _policy_sample(actor, params, batch["obs"], k_pi)
+        q_pi = jnp.min(critic.apply(critic_params, batch["obs"], actions), axis=0)
+        return sac_actor_loss(log_probs, q_pi, alpha).mean(), log_probs
+
+    (actor_loss, log_probs), grads = jax.value_and_grad(actor_objective, has_aux=True)(
+        state.actor_params)
+    actor_params, actor_opt = _adam_step(opt, state.actor_opt, state.actor_params, grads, lr)
+
+    # Temperature.
+    target_entropy = config.target_entropy * action_dim
+    alpha_loss, grad = jax.value_and_grad(
+        lambda la: sac_alpha_loss(la, log_probs, target_entropy=target_entropy).mean())(
+        state.log_alpha)
+    log_alpha, alpha_opt = _adam_step(opt, state.alpha_opt, state.log_alpha, grad, lr)
+
+    # Targets.
+    target_critic_params = optax.incremental_update(critic_params, state.target_critic_params,
+                                                    tau)
+    metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss,
+               "alpha": alpha, "entropy": -log_probs.mean(), "q_mean": q.mean()}
+    return state.replace(actor_params=actor_params, critic_params=critic_params,
+                         target_critic_params=target_critic_params, log_alpha=log_alpha,
+                         actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt), metrics
+
+
+def update(state: State, config, task):
+    """`num_steps` vectorised env steps, each followed by `num_envs` gradient steps (UTD 1)."""
+    env = make_vec_env(task.env, config.num_envs)
+    actor, _ = _nets(config, task.env.action_space(task.params).shape[0])
+
+    def env_and_learn(state, _):
+        key, k_act, k_env, k_learn = jax.random.split(state.key, 4)
+        action, _ = _policy_sample(actor, state.actor_params, state.obs, k_act)
+        obs, env_state, tr, stats = _env_step(env, task, state.env_state, state.obs, action,
+                                              k_env)
+        state = state.replace(buffer=replay.buffer_add(state.buffer, tr), env_state=env_state,
+                              obs=obs, key=key)
+        state, metrics = jax.lax.scan(
+            lambda s, k: _gradient_step(s, k, config, task), state,
+            jax.random.split(k_learn, config.num_envs))
+        return state, (stats, jax.tree.map(jnp.mean, metrics))
+
+    state, (stats, metrics) = jax.lax.scan(env_and_learn, state, None, length=config.num_steps)
+    step = state.step + 1
+    env_steps = config.learning_starts + step * config.num_steps * config.num_envs
+    metrics = {**jax.tree.map(jnp.mean, metrics), **episode_metrics(stats),
+               "env_steps": env_steps.astype(jnp.float32)}
+    return state.replace(step=step), metrics
+
+
+def act(state: State, obs: jax.Array, config, task) -> jax.Array:
+    """Deterministic environment action center + scale * tanh(mean(s)) (evaluation)."""
+    action_dim = task.env.action_space(task.params).shape[0]
+    actor, _ = _nets(config, action_dim)
+    mean, _ = actor.apply(state.actor_params, flatten_obs(obs, _obs_ndim(task)))
+    center, scale = _action_bounds(task)
+    return center + scale * jnp.tanh(mean)
+
+
+def evaluate(state: State, key, config, task):
+    """Mean return of `eval_episodes` episodes with the deterministic tanh(mean) policy."""
+    return evaluate_episodes(key, task.env, task.params,
+                             lambda obs, k: act(state, obs, config, task),
+                             config.eval_episodes)

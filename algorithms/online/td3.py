@@ -1,0 +1,344 @@
+"""Twin delayed deep deterministic policy gradient (TD3).
+
+Fujimoto, van Hoof, Meger (2018), "Addressing Function Approximation Error in Actor-Critic
+Methods", ICML, arXiv:1802.09477: Algorithm 1, Sec. 4.2 (clipped double Q-learning, Eq. 10),
+Sec. 5.2 (delayed policy updates), Sec. 5.3 (target policy smoothing).
+
+Per environment step (one critic gradient step per transition, "UTD 1"):
+
+    a = clip(mu(s) + N(0, exploration_noise), -1, 1)   (uniform random for `learning_starts`)
+    a' = clip(mu'(s') + clip(N(0, policy_noise), -noise_clip, noise_clip), -1, 1)
+    y  = r + gamma (1 - terminated) min_{i=1,2} Q'_i(s', a')
+    critics:  sum_i (Q_i(s, a) - y)^2
+    every `policy_delay` critic steps:  actor  -Q_1(s, mu(s)),  then Polyak targets
+                                        theta' <- tau theta + (1 - tau) theta' (actor and critics)
+
+Hyperparameters follow the authors' reference implementation (github.com/sfujimoto/TD3), which
+updated the paper's 400-300 nets, Adam 1e-3 and batch 100 to 256-256, 3e-4 and 256; the noise
+scales, tau and the delay are the paper's. The policy and the critics work with actions in
+[-1, 1]^|A|; the environment receives `center + scale * a` for its Box [low, high], so the noise
+scales above are "times max_action" in environment units, as in the paper.
+
+Pendulum-v1 never terminates, it is truncated at 200 steps: transitions store the pre-reset
+`info["final_observation"]` as s' and `terminated`, so targets bootstrap through truncation.
+
+The first `learning_starts` environment steps (uniform random actions, no learning) happen in
+`init`; every `update` then runs `num_steps` vectorised env steps, each followed by `num_envs`
+critic steps, with an actor + target step after every `policy_delay`-th critic step. The delay is
+a static unrolled block, so no gradient is computed and then thrown away.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+
+from algorithms.core import buffer as replay
+from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core.networks import DeterministicPolicy, QEnsemble, flatten_obs
+from envs.wrappers import episode_metrics, make_vec_env
+
+DEFAULT_ENV = "Pendulum-v1"
+REQUIRES = ("continuous_actions",)
+SWEEPABLE = ("lr", "tau")
+
+
+# ---------------------------------------------------------------------------- losses
+def clipped_double_q_target(q1_next: jax.Array, q2_next: jax.Array, rewards: jax.Array,
+                            discounts: jax.Array) -> jax.Array:
+    """Clipped double Q-learning target y = r + discount * min(Q'_1(s', a'), Q'_2(s', a')).
+
+    Fujimoto et al. (2018), Eq. 10 (with the smoothed target action a' of Sec. 5.3).
+
+    Args:
+      q1_next, q2_next: [B] target critics at (s', a').
+      rewards: [B].
+      discounts: [B] gamma * (1 - terminated): truncated episodes still bootstrap.
+    Returns: [B] targets (the caller stops their gradient).
+    """
+    chex.assert_rank([q1_next, q2_next, rewards, discounts], 1)
+    chex.assert_equal_shape([q1_next, q2_next, rewards, discounts])
+    return rewards + discounts * jnp.minimum(q1_next, q2_next)
+
+
+def smoothed_target_actions(key: jax.Array, next_actions: jax.Array, *, policy_noise: float,
+                            noise_clip: float, low: float = -1.0,
+                            high: float = 1.0) -> jax.Array:
+    """Target policy smoothing a' = clip(mu'(s') + clip(eps, -c, c), low, high), eps ~ N(0, sigma).
+
+    Fujimoto et al. (2018), Sec. 5.3 and Algorithm 1 (sigma = 0.2, c = 0.5, in units of
+    max_action).
+
+    Args:
+      next_actions: [B, A] target actor actions mu'(s').
+    Returns: [B, A].
+    """
+    chex.assert_rank(next_actions, 2)
+    noise = policy_noise * jax.random.normal(key, next_actions.shape, next_actions.dtype)
+    return jnp.clip(next_actions + jnp.clip(noise, -noise_clip, noise_clip), low, high)
+
+
+def td3_critic_loss(q_values: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-sample critic loss sum_i (Q_i(s, a) - y)^2 over the two critics.
+
+    Algorithm 1: theta_i <- argmin N^-1 sum (y - Q_theta_i(s, a))^2, both critics regressed onto
+    the same target y. No gradient flows into `targets`.
+
+    Args:
+      q_values: [num_critics, B] Q_i(s, a).
+      targets: [B] from `clipped_double_q_target`.
+    Returns: [B] (mean over the batch at the call site).
+    """
+    chex.assert_rank([q_values, targets], [2, 1])
+    chex.assert_equal_shape([q_values[0], targets])
+    return jnp.sum((q_values - jax.lax.stop_gradient(targets)[None]) ** 2, axis=0)
+
+
+def td3_actor_loss(q1_values: jax.Array) -> jax.Array:
+    """Per-sample deterministic policy-gradient loss -Q_1(s, mu(s)).
+
+    Algorithm 1: grad_phi J = N^-1 sum grad_a Q_theta1(s, a)|_{a = pi_phi(s)} grad_phi pi_phi(s),
+    i.e. gradient descent on -Q_1(s, mu_phi(s)) (only the first critic, Sec. 4.2).
+
+    Args:
+      q1_values: [B] Q_1(s, mu(s)), differentiable w.r.t. the actor parameters.
+    Returns: [B].
+    """
+    chex.assert_rank(q1_values, 1)
+    return -q1_values
+
+
+# ---------------------------------------------------------------------------- state & config
+@struct.dataclass
+class State:
+    actor_params: Any
+    critic_params: Any  # QEnsemble of 2 critics
+    target_actor_params: Any
+    target_critic_params: Any
+    actor_opt: Any
+    critic_opt: Any
+    buffer: replay.Buffer  # obs, action (in [-1, 1]), reward, next_obs, terminated
+    env_state: Any
+    obs: jax.Array  # [num_envs, obs_dim] flattened last observation
+    key: jax.Array
+    step: jax.Array  # int32, updates done
+    hparams: dict  # SWEEPABLE float32 scalars
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """TD3 paper / reference-implementation hyperparameters (see the module docstring)."""
+    c = ml_collections.ConfigDict()
+    c.total_timesteps = 50_000  # environment steps (issue target: Pendulum-v1 >= -200 by 5e4)
+    c.learning_starts = 5_000  # random steps before learning (paper 1e4 / code 25e3 on MuJoCo)
+    c.num_envs = 1  # paper: one environment
+    c.num_steps = 250  # vectorised env steps per `update`
+    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
+                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
+    c.log_every = 20  # updates per jitted chunk (5000 env steps)
+    c.eval_every = 20
+    c.eval_episodes = 10
+    c.gamma = 0.99  # paper
+    c.tau = 0.005  # paper
+    c.lr = 3e-4  # Adam, actor and critics (reference code; paper 1e-3)
+    c.batch_size = 256  # reference code (paper 100)
+    c.buffer_size = 100_000  # paper 10^6; >= total_timesteps, so nothing is overwritten here
+    c.hidden_sizes = (256, 256)  # reference code (paper 400-300)
+    c.exploration_noise = 0.1  # std of the Gaussian exploration noise, x max_action (paper)
+    c.policy_noise = 0.2  # target policy smoothing std, x max_action (paper)
+    c.noise_clip = 0.5  # target policy smoothing clip, x max_action (paper)
+    c.policy_delay = 2  # critic steps per actor / target step (paper d = 2)
+    return c
+
+
+def _nets(config, action_dim: int):
+    hidden = tuple(config.hidden_sizes)
+    return DeterministicPolicy(hidden, action_dim), QEnsemble(hidden, num=2)
+
+
+def _optimizer():
+    return optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)  # lr replaced per step
+
+
+def _adam_step(opt, opt_state, params, grads, lr):
+    """One Adam step with the traced learning rate `lr` written into the injected hyperparams."""
+    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _action_bounds(task):
+    """(center, scale) of the Box action space: env action = center + scale * a, a in [-1, 1]."""
+    space = task.env.action_space(task.params)
+    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), space.shape)
+    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), space.shape)
+    return (high + low) / 2.0, (high - low) / 2.0
+
+
+def _obs_ndim(task) -> int:
+    return len(task.env.observation_space(task.params).shape)
+
+
+def _action_dim(task) -> int:
+    return task.env.action_space(task.params).shape[0]
+
+
+def _env_step(env, task, env_state, obs, action, key):
+    """One vectorised step with normalised `action`; returns (obs', env_state', transition, stats)."""
+    center, scale = _action_bounds(task)
+    next_obs, env_state, reward, terminated, _, info = env.step(
+        key, env_state, center + scale * action, task.params)
+    nd = _obs_ndim(task)
+    transition = {"obs": obs, "action": action, "reward": reward.astype(jnp.float32),
+                  "next_obs": flatten_obs(info["final_observation"], nd),
+                  "terminated": terminated.astype(jnp.float32)}
+    stats = {k: info[k] for k in ("last_episode_return", "last_episode_length", "episode_done")}
+    return flatten_obs(next_obs, nd), env_state, transition, stats
+
+
+def init(key, config, task) -> State:
+    env = make_vec_env(task.env, config.num_envs)
+    action_dim = _action_dim(task)
+    actor, critic = _nets(config, action_dim)
+    k_env, k_actor, k_critic, k_warm, key = jax.random.split(key, 5)
+    obs, env_state = env.reset(k_env, task.params)
+    obs = flatten_obs(obs, _obs_ndim(task))
+    actor_params = actor.init(k_actor, obs[0])
+    critic_params = critic.init(k_critic, obs[0], jnp.zeros(action_dim))
+    opt = _optimizer()
+    example = {"obs": obs[0], "action": jnp.zeros(action_dim), "reward": jnp.float32(0),
+               "next_obs": obs[0], "terminated": jnp.float32(0)}
+    buffer = replay.buffer_init(example, config.buffer_size)
+
+    # Warm-up: learning_starts environment steps with uniform random actions.
+    warm_steps = config.learning_starts // config.num_envs
+    if warm_steps > 0:
+        def random_step(carry, k):
+            obs, env_state = carry
+            k_a, k_e = jax.random.split(k)
+            action = jax.random.uniform(k_a, (config.num_envs, action_dim), minval=-1.0,
+                                        maxval=1.0)
+            obs, env_state, tr, _ = _env_step(env, task, env_state, obs, action, k_e)
+            return (obs, env_state), tr
+
+        (obs, env_state), trs = jax.lax.scan(random_step, (obs, env_state),
+                                             jax.random.split(k_warm, warm_steps))
+        buffer = replay.buffer_add(buffer, jax.tree.map(
+            lambda x: x.reshape((-1,) + x.shape[2:]), trs))
+    return State(actor_params=actor_params, critic_params=critic_params,
+                 target_actor_params=actor_params, target_critic_params=critic_params,
+                 actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
+                 buffer=buffer, env_state=env_state, obs=obs, key=key, step=jnp.int32(0),
+                 hparams={"lr": jnp.float32(config.lr), "tau": jnp.float32(config.tau)})
+
+
+def _critic_step(state: State, key, config, task):
+    """Algorithm 1: sample a minibatch, smoothed target action, clipped double-Q regression."""
+    actor, critic = _nets(config, _action_dim(task))
+    k_batch, k_noise = jax.random.split(key)
+    batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
+    next_actions = smoothed_target_actions(
+        k_noise, actor.apply(state.target_actor_params, batch["next_obs"]),
+        policy_noise=config.policy_noise, noise_clip=config.noise_clip)
+    next_q = critic.apply(state.target_critic_params, batch["next_obs"], next_actions)
+    discounts = config.gamma * (1.0 - batch["terminated"])
+    targets = clipped_double_q_target(next_q[0], next_q[1], batch["reward"], discounts)
+
+    def objective(params):
+        q = critic.apply(params, batch["obs"], batch["action"])
+        return td3_critic_loss(q, targets).mean(), q
+
+    (loss, q), grads = jax.value_and_grad(objective, has_aux=True)(state.critic_params)
+    params, opt_state = _adam_step(_optimizer(), state.critic_opt, state.critic_params, grads,
+                                   state.hparams["lr"])
+    return (state.replace(critic_params=params, critic_opt=opt_state),
+            {"critic_loss": loss, "q_mean": q.mean()}, batch["obs"])
+
+
+def _actor_step(state: State, obs, config, task):
+    """Delayed policy update on the last critic minibatch's states, then Polyak targets."""
+    actor, critic = _nets(config, _action_dim(task))
+
+    def objective(params):
+        q = critic.apply(state.critic_params, obs, actor.apply(params, obs))
+        return td3_actor_loss(q[0]).mean()
+
+    loss, grads = jax.value_and_grad(objective)(state.actor_params)
+    params, opt_state = _adam_step(_optimizer(), state.actor_opt, state.actor_params, grads,
+                                   state.hparams["lr"])
+    tau = state.hparams["tau"]
+    return state.replace(
+        actor_params=params, actor_opt=opt_state,
+        target_actor_params=optax.incremental_update(params, state.target_actor_params, tau),
+        target_critic_params=optax.incremental_update(state.critic_params,
+                                                      state.target_critic_params, tau),
+    ), {"actor_loss": loss}
+
+
+def _block_env_steps(config) -> int:
+    """Vectorised env steps per static block containing a whole number of policy delays."""
+    d = int(config.policy_delay)
+    return d // math.gcd(int(config.num_envs), d)
+
+
+def update(state: State, config, task):
+    """`num_steps` vectorised env steps, each followed by `num_envs` critic steps (UTD 1) and an
+    actor + target step after every `policy_delay`-th critic step."""
+    env = make_vec_env(task.env, config.num_envs)
+    actor, _ = _nets(config, _action_dim(task))
+    block = _block_env_steps(config)
+    if config.num_steps % block:
+        raise ValueError(f"num_steps ({config.num_steps}) must be a multiple of {block} "
+                         f"(policy_delay / gcd(num_envs, policy_delay))")
+
+    def run_block(state, _):
+        stats_list, critic_metrics, actor_metrics = [], [], []
+        critic_steps = 0
+        for _ in range(block):  # static unroll: `block` env steps
+            key, k_act, k_env, k_learn = jax.random.split(state.key, 4)
+            action = actor.apply(state.actor_params, state.obs)
+            noise = config.exploration_noise * jax.random.normal(k_act, action.shape)
+            action = jnp.clip(action + noise, -1.0, 1.0)
+            obs, env_state, tr, stats = _env_step(env, task, state.env_state, state.obs, action,
+                                                  k_env)
+            state = state.replace(buffer=replay.buffer_add(state.buffer, tr),
+                                  env_state=env_state, obs=obs, key=key)
+            stats_list.append(stats)
+            for k in jax.random.split(k_learn, config.num_envs):
+                state, m, batch_obs = _critic_step(state, k, config, task)
+                critic_metrics.append(m)
+                critic_steps += 1
+                if critic_steps % config.policy_delay == 0:
+                    state, m = _actor_step(state, batch_obs, config, task)
+                    actor_metrics.append(m)
+        stack = lambda ms: jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *ms)
+        stats = jax.tree.map(lambda *x: jnp.stack(x), *stats_list)
+        return state, (stats, {**stack(critic_metrics), **stack(actor_metrics)})
+
+    state, (stats, metrics) = jax.lax.scan(run_block, state, None,
+                                           length=config.num_steps // block)
+    stats = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), stats)  # [num_steps, envs]
+    step = state.step + 1
+    env_steps = config.learning_starts + step * config.num_steps * config.num_envs
+    metrics = {**jax.tree.map(jnp.mean, metrics), **episode_metrics(stats),
+               "env_steps": env_steps.astype(jnp.float32)}
+    return state.replace(step=step), metrics
+
+
+def act(state: State, obs: jax.Array, config, task) -> jax.Array:
+    """Deterministic environment action center + scale * mu(s) (evaluation)."""
+    actor, _ = _nets(config, _action_dim(task))
+    center, scale = _action_bounds(task)
+    return center + scale * actor.apply(state.actor_params, flatten_obs(obs, _obs_ndim(task)))
+
+
+def evaluate(state: State, key, config, task):
+    """Mean return of `eval_episodes` episodes with the deterministic policy mu(s)."""
+    return evaluate_episodes(key, task.env, task.params,
+                             lambda obs, k: act(state, obs, config, task),
+                             config.eval_episodes)
