@@ -38,6 +38,7 @@ class RunResult:
     step: int  # updates done
     finished: bool  # False when stopped early by `max_chunks`
     workdir: str | None
+    chunk_compilations: int = 0  # programs compiled for the training chunks (1 per chunk length)
 
 
 # ---------------------------------------------------------------------------- seeds & devices
@@ -131,6 +132,16 @@ def _check_same_run(workdir: str, run_config: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- the loop
+def _strong_types(tree):
+    """Drops weak types from the initial state (e.g. gymnax Pendulum's reset `last_u`).
+
+    `update` returns strongly typed leaves; if `init` returned weak ones, the jitted chunk would
+    see new input types on its second call and compile again.
+    """
+    return jax.tree.map(lambda x: x if _is_key(x) else jnp.array(x, dtype=jnp.asarray(x).dtype),
+                        tree)
+
+
 def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int):
     """(name, step, seeds) of the first non-finite metric value in a chunk, or None."""
     for name in sorted(metrics):
@@ -201,20 +212,28 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
         raise ValueError(f"num_updates, log_every and eval_every must be positive; got "
                          f"{total}, {chunk}, {eval_every}")
 
-    init = jax.jit(jax.vmap(lambda k: algo.init(k, config, task)))
     evaluate = jax.jit(jax.vmap(lambda s, k: algo.evaluate(s, k, config, task),
                                 in_axes=(0, None)))
 
-    def make_chunk(length: int):
-        vupdate = jax.vmap(lambda s: algo.update(s, config, task))
-        return jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=length))
-
-    chunk_fns: dict[int, Callable] = {}
     members = sweep_members(sweep)
     width = len(members) * num_seeds
+    # Every leaf of the state has the seed axis first and is split over devices along it;
+    # metrics come out [updates, seeds]. Pinning the shardings keeps each seed on one device
+    # and gives every chunk call the same input types (no recompiling).
+    sharding = seed_sharding(width)
+    metric_sharding = NamedSharding(sharding.mesh, P(None, "seed"))
+    init = jax.jit(jax.vmap(lambda k: _strong_types(algo.init(k, config, task))),
+                   out_shardings=sharding)
+
+    def make_chunk(length: int):
+        vupdate = jax.vmap(lambda s: algo.update(s, config, task))
+        return jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=length),
+                       in_shardings=(sharding,), out_shardings=(sharding, metric_sharding))
+
+    chunk_fns: dict[int, Callable] = {}
     keys = jnp.tile(seed_keys(seed, num_seeds), len(members))  # same seeds for every member
-    keys = jax.device_put(keys, seed_sharding(width))
-    state = _apply_sweep(algo, init(keys), sweep, num_seeds)
+    keys = jax.device_put(keys, sharding)
+    state = jax.device_put(_apply_sweep(algo, init(keys), sweep, num_seeds), sharding)
     step, log, ckpt = 0, None, None
     run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
                   "config": config_to_dict(config)}
@@ -294,7 +313,9 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     finished = step >= total
     if workdir is not None and finished:
         _write_reports(algo, config, task, state, final, log, workdir, run_config)
-    return RunResult(state=state, final=final, step=step, finished=finished, workdir=workdir)
+    compiles = sum(fn._cache_size() for fn in chunk_fns.values())
+    return RunResult(state=state, final=final, step=step, finished=finished, workdir=workdir,
+                     chunk_compilations=compiles)
 
 
 def _write_reports(algo, config, task, state, final, log, workdir, run_config) -> None:

@@ -25,7 +25,10 @@ def _noisy_algo():
                                               nan_at=-1))
 
     def init(key, config, task):
-        return {"x": jnp.zeros(()), "key": key, "step": jnp.int32(0)}
+        # 0.0 + a Python float is weakly typed, as some gymnax reset states are.
+        # Weakly typed leaves (jnp.asarray of Python scalars), as some gymnax reset states have:
+        # the runner must strengthen them or the chunk recompiles on its second call.
+        return {"x": jnp.asarray(0.0), "key": key, "step": jnp.asarray(0)}
 
     def update(state, config, task):
         key, sub = jax.random.split(state["key"])
@@ -74,6 +77,7 @@ def test_seeds_differ_and_are_reproducible():
     b = runner.train(algo, config, None, num_seeds=4, progress=False)
     np.testing.assert_array_equal(a.state["x"], b.state["x"])
     assert len(set(np.asarray(a.state["x"]).tolist())) == 4  # seeds are independent
+    assert a.chunk_compilations == 1  # 4 chunks, one program: no recompiling on the 2nd call
     # Evaluation uses the same key for every seed: eval noise = eval value - x is shared.
     noise = a.final["eval/x_plus_noise"] - np.asarray(a.state["x"])
     np.testing.assert_allclose(noise, noise[0], atol=1e-5)
