@@ -1,0 +1,164 @@
+"""Online deep-RL throughput: env steps/s of PPO, DQN (CartPole-v1) and SAC (Pendulum-v1) vs seeds.
+
+    python benchmarks/online.py                 # 1, 8 and 64 seeds (a few minutes on 2 CPU cores)
+    python benchmarks/online.py --quick         # 1 and 8 seeds, shorter chunks (smoke test)
+    python benchmarks/online.py --seeds=1,64,1024 --updates=8   # e.g. on a GPU
+
+Every configuration is timed on the runner's exact program (launch/runner.py):
+`jit(lambda s: lax.scan(lambda c, _: vmap(update)(c), s, None, length=K))` on a state from
+`jit(vmap(init))` over S seed keys. Compile time is `lower(state).compile()` alone (no
+execution); the chunk wall time is the best of 3 calls of the compiled chunk on the same input
+state, each ended by `block_until_ready` (only 1 call when the first takes over 5 s; the `n`
+column says how many). Env steps per update come from the config, as each update's
+docstring defines it: PPO num_envs x num_steps (one rollout), DQN num_envs x num_steps (then
+their gradient steps), SAC num_envs x num_steps (each env step followed by num_envs gradient
+steps). SAC's `init` also takes its `learning_starts` uniform-random warm-up steps; they are not
+part of an update and not counted. SAC's update is `num_steps` env steps each followed by a
+256x256 gradient step (~16 ms on a loaded 2-core CPU), so the config's 250 would make one
+64-seed chunk take minutes: the benchmark sets num_steps=25 (--sac_num_steps; 0 keeps the
+config's), which changes only the length of the update's inner scan, not the cost per env step. DQN masks its gradient steps before `learning_starts` with a
+select (not a cond), so its pre-learning updates cost what learning ones do.
+
+Cost growth is wall(S seeds) / wall(1 seed) for the same K updates: S means perfect
+linear cost (no gain from vmapping), 1 means seeds are free.
+
+PPO is run in the PureJaxRL CartPole shape (4 envs x 128 steps, 4 epochs x 4 minibatches,
+64-64 tanh MLPs); those fields are set explicitly below even though ppo.default_config has them.
+A vmapped PPO deadlocked on this CPU at 16-17 seeds (../shared/STYLE.md): run this under a
+wall-clock `timeout`; rows are printed as they finish.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import jax
+
+import envs
+from algorithms.online import dqn, ppo, sac
+
+# Chunk lengths K (updates per jitted chunk) chosen so a chunk takes ~0.1-5 s on 2 CPU cores
+# across 1..64 seeds; --updates overrides all of them.
+DEFAULT_UPDATES = {"ppo": 32, "dqn": 64, "sac": 1}
+QUICK_UPDATES = {"ppo": 16, "dqn": 32, "sac": 1}
+SAC_NUM_STEPS = 25
+
+
+def ppo_config():
+    c = ppo.default_config()
+    # PureJaxRL reference shape (purejaxrl/ppo.py CartPole config).
+    c.num_envs, c.num_steps = 4, 128
+    c.update_epochs, c.num_minibatches = 4, 4
+    c.hidden, c.activation = (64, 64), "tanh"
+    return c
+
+
+CASES = (  # (algo name, module, env, config factory)
+    ("ppo", ppo, "CartPole-v1", ppo_config),
+    ("dqn", dqn, "CartPole-v1", dqn.default_config),
+    ("sac", sac, "Pendulum-v1", sac.default_config),
+)
+
+
+def env_steps_per_update(config) -> int:
+    """PPO, DQN and SAC all take num_envs x num_steps env steps per seed in one `update`."""
+    return int(config.num_envs) * int(config.num_steps)
+
+
+def _best_of(fn, repeats=3, long_s=5.0):
+    """(best wall s, calls timed): `repeats` calls, or just one when the first exceeds long_s."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if times[0] > long_s:
+            break
+    return min(times), len(times)
+
+
+def measure(algo, config, task, seeds: int, updates: int):
+    """(compile s, best chunk wall s, calls timed) of the runner's chunk program."""
+    keys = jax.random.split(jax.random.key(0), seeds)
+    state = jax.block_until_ready(jax.jit(jax.vmap(lambda k: algo.init(k, config, task)))(keys))
+    vupdate = jax.vmap(lambda s: algo.update(s, config, task))
+    chunk = jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=updates))
+    t0 = time.perf_counter()
+    compiled = chunk.lower(state).compile()
+    compile_s = time.perf_counter() - t0
+    wall, n = _best_of(lambda: jax.block_until_ready(compiled(state)))
+    return compile_s, wall, n
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average n/a"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 and 8 seeds, shorter chunks")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seed counts (default 1,8,64; --quick 1,8)")
+    parser.add_argument("--updates", type=int, default=None,
+                        help="updates per jitted chunk K for every algorithm (default per "
+                             f"algorithm: {DEFAULT_UPDATES}, --quick {QUICK_UPDATES})")
+    parser.add_argument("--sac_num_steps", type=int, default=SAC_NUM_STEPS,
+                        help="SAC env steps per update (0: the config's own num_steps)")
+    parser.add_argument("--algos", default="ppo,dqn,sac", help="comma-separated subset")
+    args = parser.parse_args()
+    seed_counts = [int(s) for s in (args.seeds or ("1,8" if args.quick else "1,8,64")).split(",")]
+    wanted = set(args.algos.split(","))
+    per_algo = QUICK_UPDATES if args.quick else DEFAULT_UPDATES
+
+    dev = jax.devices()[0]
+    print(f"# {platform.platform()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"# jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} x "
+          f"{dev.device_kind}; {_load()}")
+    print("# runner program: jit(lax.scan(vmap(update), length=K)); compile = lower+compile; "
+          "wall = best of n calls; growth = wall(S) / wall(1 seed)")
+    pc = ppo_config()
+    print(f"# ppo: {pc.num_envs} envs x {pc.num_steps} steps, {pc.update_epochs} epochs x "
+          f"{pc.num_minibatches} minibatches, hidden {tuple(pc.hidden)} {pc.activation}; sac: "
+          f"num_steps {args.sac_num_steps or sac.default_config().num_steps} "
+          f"(config {sac.default_config().num_steps})")
+    header = (f"{'algo':>5} {'env':>12} {'seeds':>6} {'K':>4} {'steps/upd':>9} "
+              f"{'compile s':>10} {'chunk wall s':>13} {'n':>2} {'env steps/s':>12} {'per seed':>10} "
+              f"{'growth':>8}")
+    print(header)
+    sys.stdout.flush()
+    for name, algo, env_name, make_config in CASES:
+        if name not in wanted:
+            continue
+        config = make_config()
+        if name == "sac" and args.sac_num_steps:
+            config.num_steps = args.sac_num_steps
+        updates = args.updates or per_algo[name]
+        per_update = env_steps_per_update(config)
+        wall_one = None
+        for seeds in seed_counts:
+            prefix = f"{name:>5} {env_name:>12} {seeds:>6} {updates:>4} {per_update:>9}"
+            try:
+                env, params = envs.make(env_name)
+                task = envs.Task(env, params)
+                compile_s, wall, n = measure(algo, config, task, seeds, updates)
+                if seeds == 1:
+                    wall_one = wall
+                sps = seeds * updates * per_update / wall
+                growth = f"{wall / wall_one:>7.2f}x" if wall_one else f"{'-':>8}"
+                print(f"{prefix} {compile_s:>10.2f} {wall:>13.3f} {n:>2} {sps:>12.4g} "
+                      f"{sps / seeds:>10.4g} {growth}")
+            except Exception as e:  # noqa: BLE001 - one failed configuration must not end the table
+                print(f"{prefix} ERROR {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            sys.stdout.flush()
+    print(f"# {_load()}")
+
+
+if __name__ == "__main__":
+    main()
