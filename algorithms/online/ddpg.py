@@ -46,8 +46,9 @@ from algorithms.core import buffer as replay
 from algorithms.core.evaluation import evaluate_episodes
 from algorithms.core.networks import DeterministicPolicy, QNet, flatten_obs
 from algorithms.core.returns import td_target
-from algorithms.online.dqn import polyak, select, strong_types, with_lr
-from envs.wrappers import episode_metrics, make_vec_env
+from algorithms.online import _offpolicy as off
+from algorithms.online._offpolicy import polyak, select, strong_types
+from envs.wrappers import episode_metrics
 
 DEFAULT_ENV = "Pendulum-v1"
 REQUIRES = ("continuous_actions",)
@@ -140,10 +141,6 @@ def to_env_action(a: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
     return low + (a + 1.0) * 0.5 * (high - low)
 
 
-def _obs_ndim(task) -> int:
-    return len(task.env.observation_space(task.params).shape)
-
-
 def _networks(config, task):
     _, _, action_dim = _action_bounds(task)
     return (DeterministicPolicy(tuple(config.hidden), action_dim, max_action=1.0),
@@ -154,30 +151,21 @@ def _optimizer(lr):
     return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
-def _vec_env(config, task):
-    return make_vec_env(task.env, config.num_envs)
-
-
-def _grad_steps_per_update(config) -> int:
-    return max(1, (config.num_envs * config.num_steps) // config.train_frequency)
-
-
 def init(key, config, task) -> State:
     k_actor, k_critic, k_env, key = jax.random.split(key, 4)
     actor, critic = _networks(config, task)
     _, _, action_dim = _action_bounds(task)
-    obs, env_state = _vec_env(config, task).reset(k_env, task.params)
-    flat = flatten_obs(obs, _obs_ndim(task))
+    obs, env_state = off.vec_env(config, task).reset(k_env, task.params)
+    flat = flatten_obs(obs, off.obs_ndim(task))
     actor_params = actor.init(k_actor, flat[:1])
     critic_params = critic.init(k_critic, flat[:1], jnp.zeros((1, action_dim)))
-    example = {"obs": flat[0], "action": jnp.zeros(action_dim), "reward": jnp.float32(0.0),
-               "terminated": jnp.float32(0.0), "next_obs": flat[0]}
     hparams = {name: jnp.float32(config[name]) for name in SWEEPABLE}
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_actor_params=actor_params, target_critic_params=critic_params,
                  actor_opt_state=_optimizer(config.actor_lr).init(actor_params),
                  critic_opt_state=_optimizer(config.critic_lr).init(critic_params),
-                 buffer=replay.buffer_init(example, config.buffer_size),
+                 buffer=replay.buffer_init(off.replay_example(flat[0], jnp.zeros(action_dim)),
+                                                 config.buffer_size),
                  env_state=strong_types(env_state), obs=obs, key=key, step=jnp.int32(0),
                  hparams=hparams)
 
@@ -185,7 +173,7 @@ def init(key, config, task) -> State:
 def _collect(state: State, config, task, key):
     """num_steps noisy-policy vector steps (uniform random before learning_starts)."""
     actor, _ = _networks(config, task)
-    env, n, obs_ndim = _vec_env(config, task), config.num_envs, _obs_ndim(task)
+    env, n, obs_ndim = off.vec_env(config, task), config.num_envs, off.obs_ndim(task)
     low, high, action_dim = _action_bounds(task)
     steps_before = state.step * (n * config.num_steps)
 
@@ -208,8 +196,7 @@ def _collect(state: State, config, task, key):
     (env_state, obs), (transitions, infos) = jax.lax.scan(
         env_step, (state.env_state, state.obs),
         (jnp.arange(config.num_steps), jax.random.split(key, config.num_steps)))
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
-    return env_state, obs, flat, infos
+    return env_state, obs, off.flatten_time(transitions), infos
 
 
 def update(state: State, config, task):
@@ -242,14 +229,12 @@ def update(state: State, config, task):
             next_q, batch["reward"], hp["gamma"] * (1.0 - batch["terminated"])))
         (critic_loss, q_mean), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
             critic_params, batch, targets)
-        updates, new_critic_os = critic_opt.update(grads, with_lr(critic_os, hp["critic_lr"]),
-                                                   critic_params)
-        new_critic = optax.apply_updates(critic_params, updates)
+        new_critic, new_critic_os = off.adam_step(critic_opt, critic_os, critic_params, grads,
+                                                  hp["critic_lr"])
         # actor: descend -Q(s, mu(s)) through the updated critic (its params held fixed)
         actor_loss, grads = jax.value_and_grad(actor_loss_fn)(actor_params, new_critic, batch)
-        updates, new_actor_os = actor_opt.update(grads, with_lr(actor_os, hp["actor_lr"]),
-                                                 actor_params)
-        new_actor = optax.apply_updates(actor_params, updates)
+        new_actor, new_actor_os = off.adam_step(actor_opt, actor_os, actor_params, grads,
+                                                hp["actor_lr"])
         # slowly tracking targets
         new_target_actor = polyak(new_actor, target_actor, hp["tau"])
         new_target_critic = polyak(new_critic, target_critic, hp["tau"])
@@ -257,7 +242,7 @@ def update(state: State, config, task):
                new_critic_os)
         return select(learning, new, carry), (critic_loss, actor_loss, q_mean)
 
-    num_grad = _grad_steps_per_update(config)
+    num_grad = off.grad_steps_per_update(config)
     carry = (state.actor_params, state.critic_params, state.target_actor_params,
              state.target_critic_params, state.actor_opt_state, state.critic_opt_state)
     carry, (critic_losses, actor_losses, q_means) = jax.lax.scan(
@@ -278,7 +263,8 @@ def act(actor_params, obs, config, task) -> jax.Array:
     """Deterministic env actions mu(obs) scaled to the env's bounds, for a batch of obs."""
     actor, _ = _networks(config, task)
     low, high, _ = _action_bounds(task)
-    return to_env_action(actor.apply(actor_params, flatten_obs(obs, _obs_ndim(task))), low, high)
+    mu = actor.apply(actor_params, flatten_obs(obs, off.obs_ndim(task)))
+    return to_env_action(mu, low, high)
 
 
 def evaluate(state: State, key, config, task):

@@ -46,7 +46,9 @@ from algorithms.core import buffer as replay
 from algorithms.core.networks import DiscreteQNet, flatten_obs
 from algorithms.core.returns import td_target
 from algorithms.core.evaluation import evaluate_episodes
-from envs.wrappers import episode_metrics, make_vec_env
+from algorithms.online import _offpolicy as off
+from algorithms.online._offpolicy import polyak, select, strong_types, with_lr  # noqa: F401
+from envs.wrappers import episode_metrics
 
 DEFAULT_ENV = "CartPole-v1"
 REQUIRES = ("discrete_actions",)
@@ -121,28 +123,6 @@ def linear_epsilon(env_step: jax.Array, *, start: float, end: jax.Array,
     return start + frac * (end - start)
 
 
-def polyak(online: Any, target: Any, tau: jax.Array) -> Any:
-    """theta^- <- tau theta + (1 - tau) theta^- (tau = 1: a hard copy; Lillicrap et al. 2016)."""
-    return jax.tree.map(lambda p, t: tau * p + (1.0 - tau) * t, online, target)
-
-
-def select(pred: jax.Array, new: Any, old: Any) -> Any:
-    """`new` where the scalar `pred` holds, else `old`, leaf by leaf (masking under vmap)."""
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
-def with_lr(opt_state, lr: jax.Array):
-    """An `optax.inject_hyperparams` state with its learning rate set to the traced `lr`."""
-    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-
-
-def strong_types(tree: Any) -> Any:
-    """Drops weak types (e.g. gymnax Pendulum's reset `last_u`) so the State that `init`
-    returns has exactly the avals `update` returns: the runner's jitted chunk then compiles once,
-    not again on its second call."""
-    return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), tree)
-
-
 def crosses_period(g: jax.Array, per_grad_step: int, period: int) -> jax.Array:
     """Whether gradient step g (0-based) crosses a multiple of `period` env steps, counting
     `per_grad_step` env steps per gradient step (target updates every `period` env steps)."""
@@ -196,10 +176,6 @@ def _num_actions(task) -> int:
     return int(task.env.action_space(task.params).n)
 
 
-def _obs_ndim(task) -> int:
-    return len(task.env.observation_space(task.params).shape)
-
-
 def _network(config, task) -> DiscreteQNet:
     return DiscreteQNet(tuple(config.hidden), _num_actions(task))
 
@@ -216,33 +192,24 @@ def _optimizer(config):
     return optax.inject_hyperparams(make)(learning_rate=config.lr)
 
 
-def _vec_env(config, task):
-    return make_vec_env(task.env, config.num_envs)
-
-
-def _grad_steps_per_update(config) -> int:
-    return max(1, (config.num_envs * config.num_steps) // config.train_frequency)
-
-
 def init(key, config, task) -> State:
     k_net, k_env, key = jax.random.split(key, 3)
     net = _network(config, task)
-    env = _vec_env(config, task)
+    env = off.vec_env(config, task)
     obs, env_state = env.reset(k_env, task.params)
-    params = net.init(k_net, flatten_obs(obs[:1], _obs_ndim(task)))
-    example = {"obs": obs[0], "action": jnp.int32(0), "reward": jnp.float32(0.0),
-               "terminated": jnp.float32(0.0), "next_obs": obs[0]}
+    params = net.init(k_net, flatten_obs(obs[:1], off.obs_ndim(task)))
     hparams = {name: jnp.float32(config[name]) for name in SWEEPABLE}
     return State(params=params, target_params=params, opt_state=_optimizer(config).init(params),
-                 buffer=replay.buffer_init(example, config.buffer_size),
+                 buffer=replay.buffer_init(off.replay_example(obs[0], jnp.int32(0)),
+                                        config.buffer_size),
                  env_state=strong_types(env_state), obs=obs, key=key, step=jnp.int32(0),
                  hparams=hparams)
 
 
 def _collect(state: State, config, task, key):
     """num_steps epsilon-greedy vector steps; returns (env_state, obs, transitions [T*N], infos)."""
-    net, env, n = _network(config, task), _vec_env(config, task), config.num_envs
-    obs_ndim, num_actions = _obs_ndim(task), _num_actions(task)
+    net, env, n = _network(config, task), off.vec_env(config, task), config.num_envs
+    obs_ndim, num_actions = off.obs_ndim(task), _num_actions(task)
     steps_before = state.step * (n * config.num_steps)
     duration = config.exploration_fraction * config.total_timesteps
 
@@ -266,14 +233,13 @@ def _collect(state: State, config, task, key):
     (env_state, obs), (transitions, infos, eps) = jax.lax.scan(
         env_step, (state.env_state, state.obs),
         (jnp.arange(config.num_steps), jax.random.split(key, config.num_steps)))
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
-    return env_state, obs, flat, infos, eps[-1]
+    return env_state, obs, off.flatten_time(transitions), infos, eps[-1]
 
 
 def update(state: State, config, task):
     """One iteration: num_envs x num_steps env steps, then their gradient steps (see module doc)."""
     net, opt = _network(config, task), _optimizer(config)
-    obs_ndim, hp = _obs_ndim(task), state.hparams
+    obs_ndim, hp = off.obs_ndim(task), state.hparams
     huber_delta = config.huber_delta if config.loss == "huber" else None
     if config.loss not in ("mse", "huber"):
         raise ValueError(f"config.loss must be 'mse' or 'huber', got {config.loss!r}")
@@ -297,7 +263,7 @@ def update(state: State, config, task):
         targets = jax.lax.stop_gradient(targets)
         return dqn_loss(q_taken, targets, huber_delta=huber_delta).mean(), q_taken.mean()
 
-    num_grad = _grad_steps_per_update(config)
+    num_grad = off.grad_steps_per_update(config)
     per_grad = (config.num_envs * config.num_steps) // num_grad  # env steps per gradient step
     lr = hp["lr"] * (jnp.clip(1.0 - env_steps / config.total_timesteps, 0.0, 1.0)
                      if config.anneal_lr else 1.0)
@@ -331,7 +297,7 @@ def update(state: State, config, task):
 
 def act(params, obs, config, task) -> jax.Array:
     """Greedy actions argmax_a Q(obs, a) for a batch of observations."""
-    return jnp.argmax(_q_values(_network(config, task), params, obs, _obs_ndim(task)), axis=-1)
+    return jnp.argmax(_q_values(_network(config, task), params, obs, off.obs_ndim(task)), axis=-1)
 
 
 def evaluate(state: State, key, config, task):

@@ -43,6 +43,7 @@ from algorithms.core import buffer as replay
 from algorithms.core.evaluation import evaluate_episodes
 from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, flatten_obs, \
     tanh_gaussian_sample
+from algorithms.online import _offpolicy as off
 from envs.wrappers import episode_metrics, make_vec_env
 
 DEFAULT_ENV = "Pendulum-v1"
@@ -175,78 +176,28 @@ def _nets(config, action_dim: int):
     return TanhGaussianPolicy(hidden, action_dim), QEnsemble(hidden, num=2)
 
 
-def _optimizer():
-    return optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)  # lr replaced per step
-
-
-def _adam_step(opt, opt_state, params, grads, lr):
-    """One Adam step with the traced learning rate `lr` written into the injected hyperparams."""
-    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-
-def _action_bounds(task):
-    """(center, scale) of the Box action space: env action = center + scale * a, a in [-1, 1]."""
-    space = task.env.action_space(task.params)
-    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), space.shape)
-    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), space.shape)
-    return (high + low) / 2.0, (high - low) / 2.0
-
-
-def _obs_ndim(task) -> int:
-    return len(task.env.observation_space(task.params).shape)
-
-
 def _policy_sample(actor, params, obs, key):
     """a in [-1, 1]^|A| reparameterised, and log pi(a|s) (SAC App. C change of variables)."""
     mean, log_std = actor.apply(params, obs)
     return tanh_gaussian_sample(key, mean, log_std, 1.0)
 
 
-def _env_step(env, task, env_state, obs, action, key):
-    """One vectorised step with normalised `action`; returns (obs', env_state', transition, stats)."""
-    center, scale = _action_bounds(task)
-    next_obs, env_state, reward, terminated, _, info = env.step(
-        key, env_state, center + scale * action, task.params)
-    nd = _obs_ndim(task)
-    transition = {"obs": obs, "action": action, "reward": reward.astype(jnp.float32),
-                  "next_obs": flatten_obs(info["final_observation"], nd),
-                  "terminated": terminated.astype(jnp.float32)}
-    stats = {k: info[k] for k in ("last_episode_return", "last_episode_length", "episode_done")}
-    return flatten_obs(next_obs, nd), env_state, transition, stats
-
-
 def init(key, config, task) -> State:
     env = make_vec_env(task.env, config.num_envs)
-    action_dim = task.env.action_space(task.params).shape[0]
+    action_dim = off.action_dim(task)
     actor, critic = _nets(config, action_dim)
     k_env, k_actor, k_critic, k_warm, key = jax.random.split(key, 5)
     obs, env_state = env.reset(k_env, task.params)
-    obs = flatten_obs(obs, _obs_ndim(task))
+    obs = flatten_obs(obs, off.obs_ndim(task))
     actor_params = actor.init(k_actor, obs[0])
     critic_params = critic.init(k_critic, obs[0], jnp.zeros(action_dim))
     log_alpha = jnp.log(jnp.float32(config.init_alpha))
-    opt = _optimizer()
-    example = {"obs": obs[0], "action": jnp.zeros(action_dim), "reward": jnp.float32(0),
-               "next_obs": obs[0], "terminated": jnp.float32(0)}
-    buffer = replay.buffer_init(example, config.buffer_size)
-
+    opt = off.injected_adam()  # lr replaced per step
+    buffer = replay.buffer_init(off.replay_example(obs[0], jnp.zeros(action_dim)),
+                                config.buffer_size)
     # Warm-up: learning_starts environment steps with uniform random actions.
-    warm_steps = config.learning_starts // config.num_envs
-    if warm_steps > 0:
-        def random_step(carry, k):
-            obs, env_state = carry
-            k_a, k_e = jax.random.split(k)
-            action = jax.random.uniform(k_a, (config.num_envs, action_dim), minval=-1.0,
-                                        maxval=1.0)
-            obs, env_state, tr, _ = _env_step(env, task, env_state, obs, action, k_e)
-            return (obs, env_state), tr
-
-        (obs, env_state), trs = jax.lax.scan(random_step, (obs, env_state),
-                                             jax.random.split(k_warm, warm_steps))
-        buffer = replay.buffer_add(buffer, jax.tree.map(
-            lambda x: x.reshape((-1,) + x.shape[2:]), trs))
+    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm,
+                                               action_dim)
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_critic_params=critic_params, log_alpha=log_alpha,
                  actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
@@ -257,9 +208,9 @@ def init(key, config, task) -> State:
 
 def _gradient_step(state: State, key, config, task):
     """Algorithm 1's inner gradient step: critics, actor, temperature, then targets."""
-    action_dim = task.env.action_space(task.params).shape[0]
+    action_dim = off.action_dim(task)
     actor, critic = _nets(config, action_dim)
-    opt = _optimizer()
+    opt = off.injected_adam()
     lr, tau = state.hparams["lr"], state.hparams["tau"]
     k_batch, k_next, k_pi = jax.random.split(key, 3)
     batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
@@ -278,7 +229,7 @@ def _gradient_step(state: State, key, config, task):
 
     (critic_loss, q), grads = jax.value_and_grad(critic_objective, has_aux=True)(
         state.critic_params)
-    critic_params, critic_opt = _adam_step(opt, state.critic_opt, state.critic_params, grads, lr)
+    critic_params, critic_opt = off.adam_step(opt, state.critic_opt, state.critic_params, grads, lr)
 
     # Actor (against the updated critics).
     def actor_objective(params):
@@ -288,14 +239,14 @@ def _gradient_step(state: State, key, config, task):
 
     (actor_loss, log_probs), grads = jax.value_and_grad(actor_objective, has_aux=True)(
         state.actor_params)
-    actor_params, actor_opt = _adam_step(opt, state.actor_opt, state.actor_params, grads, lr)
+    actor_params, actor_opt = off.adam_step(opt, state.actor_opt, state.actor_params, grads, lr)
 
     # Temperature.
     target_entropy = config.target_entropy * action_dim
     alpha_loss, grad = jax.value_and_grad(
         lambda la: sac_alpha_loss(la, log_probs, target_entropy=target_entropy).mean())(
         state.log_alpha)
-    log_alpha, alpha_opt = _adam_step(opt, state.alpha_opt, state.log_alpha, grad, lr)
+    log_alpha, alpha_opt = off.adam_step(opt, state.alpha_opt, state.log_alpha, grad, lr)
 
     # Targets.
     target_critic_params = optax.incremental_update(critic_params, state.target_critic_params,
@@ -310,13 +261,13 @@ def _gradient_step(state: State, key, config, task):
 def update(state: State, config, task):
     """`num_steps` vectorised env steps, each followed by `num_envs` gradient steps (UTD 1)."""
     env = make_vec_env(task.env, config.num_envs)
-    actor, _ = _nets(config, task.env.action_space(task.params).shape[0])
+    actor, _ = _nets(config, off.action_dim(task))
 
     def env_and_learn(state, _):
         key, k_act, k_env, k_learn = jax.random.split(state.key, 4)
         action, _ = _policy_sample(actor, state.actor_params, state.obs, k_act)
-        obs, env_state, tr, stats = _env_step(env, task, state.env_state, state.obs, action,
-                                              k_env)
+        obs, env_state, tr, stats = off.env_step(env, task, state.env_state, state.obs, action,
+                                                  k_env)
         state = state.replace(buffer=replay.buffer_add(state.buffer, tr), env_state=env_state,
                               obs=obs, key=key)
         state, metrics = jax.lax.scan(
@@ -334,10 +285,10 @@ def update(state: State, config, task):
 
 def act(state: State, obs: jax.Array, config, task) -> jax.Array:
     """Deterministic environment action center + scale * tanh(mean(s)) (evaluation)."""
-    action_dim = task.env.action_space(task.params).shape[0]
+    action_dim = off.action_dim(task)
     actor, _ = _nets(config, action_dim)
-    mean, _ = actor.apply(state.actor_params, flatten_obs(obs, _obs_ndim(task)))
-    center, scale = _action_bounds(task)
+    mean, _ = actor.apply(state.actor_params, flatten_obs(obs, off.obs_ndim(task)))
+    center, scale = off.action_bounds(task)
     return center + scale * jnp.tanh(mean)
 
 

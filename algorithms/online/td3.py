@@ -42,6 +42,7 @@ from flax import struct
 from algorithms.core import buffer as replay
 from algorithms.core.evaluation import evaluate_episodes
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, flatten_obs
+from algorithms.online import _offpolicy as off
 from envs.wrappers import episode_metrics, make_vec_env
 
 DEFAULT_ENV = "Pendulum-v1"
@@ -161,75 +162,21 @@ def _nets(config, action_dim: int):
     return DeterministicPolicy(hidden, action_dim), QEnsemble(hidden, num=2)
 
 
-def _optimizer():
-    return optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)  # lr replaced per step
-
-
-def _adam_step(opt, opt_state, params, grads, lr):
-    """One Adam step with the traced learning rate `lr` written into the injected hyperparams."""
-    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-
-def _action_bounds(task):
-    """(center, scale) of the Box action space: env action = center + scale * a, a in [-1, 1]."""
-    space = task.env.action_space(task.params)
-    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), space.shape)
-    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), space.shape)
-    return (high + low) / 2.0, (high - low) / 2.0
-
-
-def _obs_ndim(task) -> int:
-    return len(task.env.observation_space(task.params).shape)
-
-
-def _action_dim(task) -> int:
-    return task.env.action_space(task.params).shape[0]
-
-
-def _env_step(env, task, env_state, obs, action, key):
-    """One vectorised step with normalised `action`; returns (obs', env_state', transition, stats)."""
-    center, scale = _action_bounds(task)
-    next_obs, env_state, reward, terminated, _, info = env.step(
-        key, env_state, center + scale * action, task.params)
-    nd = _obs_ndim(task)
-    transition = {"obs": obs, "action": action, "reward": reward.astype(jnp.float32),
-                  "next_obs": flatten_obs(info["final_observation"], nd),
-                  "terminated": terminated.astype(jnp.float32)}
-    stats = {k: info[k] for k in ("last_episode_return", "last_episode_length", "episode_done")}
-    return flatten_obs(next_obs, nd), env_state, transition, stats
-
-
 def init(key, config, task) -> State:
     env = make_vec_env(task.env, config.num_envs)
-    action_dim = _action_dim(task)
+    action_dim = off.action_dim(task)
     actor, critic = _nets(config, action_dim)
     k_env, k_actor, k_critic, k_warm, key = jax.random.split(key, 5)
     obs, env_state = env.reset(k_env, task.params)
-    obs = flatten_obs(obs, _obs_ndim(task))
+    obs = flatten_obs(obs, off.obs_ndim(task))
     actor_params = actor.init(k_actor, obs[0])
     critic_params = critic.init(k_critic, obs[0], jnp.zeros(action_dim))
-    opt = _optimizer()
-    example = {"obs": obs[0], "action": jnp.zeros(action_dim), "reward": jnp.float32(0),
-               "next_obs": obs[0], "terminated": jnp.float32(0)}
-    buffer = replay.buffer_init(example, config.buffer_size)
-
+    opt = off.injected_adam()  # lr replaced per step
+    buffer = replay.buffer_init(off.replay_example(obs[0], jnp.zeros(action_dim)),
+                                config.buffer_size)
     # Warm-up: learning_starts environment steps with uniform random actions.
-    warm_steps = config.learning_starts // config.num_envs
-    if warm_steps > 0:
-        def random_step(carry, k):
-            obs, env_state = carry
-            k_a, k_e = jax.random.split(k)
-            action = jax.random.uniform(k_a, (config.num_envs, action_dim), minval=-1.0,
-                                        maxval=1.0)
-            obs, env_state, tr, _ = _env_step(env, task, env_state, obs, action, k_e)
-            return (obs, env_state), tr
-
-        (obs, env_state), trs = jax.lax.scan(random_step, (obs, env_state),
-                                             jax.random.split(k_warm, warm_steps))
-        buffer = replay.buffer_add(buffer, jax.tree.map(
-            lambda x: x.reshape((-1,) + x.shape[2:]), trs))
+    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm,
+                                               action_dim)
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_actor_params=actor_params, target_critic_params=critic_params,
                  actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
@@ -239,7 +186,7 @@ def init(key, config, task) -> State:
 
 def _critic_step(state: State, key, config, task):
     """Algorithm 1: sample a minibatch, smoothed target action, clipped double-Q regression."""
-    actor, critic = _nets(config, _action_dim(task))
+    actor, critic = _nets(config, off.action_dim(task))
     k_batch, k_noise = jax.random.split(key)
     batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
     next_actions = smoothed_target_actions(
@@ -254,23 +201,23 @@ def _critic_step(state: State, key, config, task):
         return td3_critic_loss(q, targets).mean(), q
 
     (loss, q), grads = jax.value_and_grad(objective, has_aux=True)(state.critic_params)
-    params, opt_state = _adam_step(_optimizer(), state.critic_opt, state.critic_params, grads,
-                                   state.hparams["lr"])
+    params, opt_state = off.adam_step(off.injected_adam(), state.critic_opt, state.critic_params,
+                                      grads, state.hparams["lr"])
     return (state.replace(critic_params=params, critic_opt=opt_state),
             {"critic_loss": loss, "q_mean": q.mean()}, batch["obs"])
 
 
 def _actor_step(state: State, obs, config, task):
     """Delayed policy update on the last critic minibatch's states, then Polyak targets."""
-    actor, critic = _nets(config, _action_dim(task))
+    actor, critic = _nets(config, off.action_dim(task))
 
     def objective(params):
         q = critic.apply(state.critic_params, obs, actor.apply(params, obs))
         return td3_actor_loss(q[0]).mean()
 
     loss, grads = jax.value_and_grad(objective)(state.actor_params)
-    params, opt_state = _adam_step(_optimizer(), state.actor_opt, state.actor_params, grads,
-                                   state.hparams["lr"])
+    params, opt_state = off.adam_step(off.injected_adam(), state.actor_opt, state.actor_params,
+                                      grads, state.hparams["lr"])
     tau = state.hparams["tau"]
     return state.replace(
         actor_params=params, actor_opt=opt_state,
@@ -290,7 +237,7 @@ def update(state: State, config, task):
     """`num_steps` vectorised env steps, each followed by `num_envs` critic steps (UTD 1) and an
     actor + target step after every `policy_delay`-th critic step."""
     env = make_vec_env(task.env, config.num_envs)
-    actor, _ = _nets(config, _action_dim(task))
+    actor, _ = _nets(config, off.action_dim(task))
     block = _block_env_steps(config)
     if config.num_steps % block:
         raise ValueError(f"num_steps ({config.num_steps}) must be a multiple of {block} "
@@ -304,8 +251,8 @@ def update(state: State, config, task):
             action = actor.apply(state.actor_params, state.obs)
             noise = config.exploration_noise * jax.random.normal(k_act, action.shape)
             action = jnp.clip(action + noise, -1.0, 1.0)
-            obs, env_state, tr, stats = _env_step(env, task, state.env_state, state.obs, action,
-                                                  k_env)
+            obs, env_state, tr, stats = off.env_step(env, task, state.env_state, state.obs,
+                                                      action, k_env)
             state = state.replace(buffer=replay.buffer_add(state.buffer, tr),
                                   env_state=env_state, obs=obs, key=key)
             stats_list.append(stats)
@@ -322,7 +269,7 @@ def update(state: State, config, task):
 
     state, (stats, metrics) = jax.lax.scan(run_block, state, None,
                                            length=config.num_steps // block)
-    stats = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), stats)  # [num_steps, envs]
+    stats = off.flatten_time(stats)  # [num_steps, envs]
     step = state.step + 1
     env_steps = config.learning_starts + step * config.num_steps * config.num_envs
     metrics = {**jax.tree.map(jnp.mean, metrics), **episode_metrics(stats),
@@ -332,9 +279,9 @@ def update(state: State, config, task):
 
 def act(state: State, obs: jax.Array, config, task) -> jax.Array:
     """Deterministic environment action center + scale * mu(s) (evaluation)."""
-    actor, _ = _nets(config, _action_dim(task))
-    center, scale = _action_bounds(task)
-    return center + scale * actor.apply(state.actor_params, flatten_obs(obs, _obs_ndim(task)))
+    actor, _ = _nets(config, off.action_dim(task))
+    center, scale = off.action_bounds(task)
+    return center + scale * actor.apply(state.actor_params, flatten_obs(obs, off.obs_ndim(task)))
 
 
 def evaluate(state: State, key, config, task):
