@@ -61,7 +61,10 @@ def run_seeds_vmap_and_loop(algo, config, task, keys, num_updates, extra=None):
     for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(looped)):
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+        # float32 sums of thousands of returns (|sum| ~ 2e3) are added in another order under
+        # vmap: allow a few ulps of the leaf's largest magnitude, not of each element.
+        scale = max(1.0, float(np.abs(np.asarray(b, dtype=np.float64)).max()))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * scale)
     # different seeds give different results (the key is used)
     assert any(not np.array_equal(np.asarray(m[0]), np.asarray(m[1]))
                for m in jax.tree.leaves(batched[1]))

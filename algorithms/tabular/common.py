@@ -112,7 +112,7 @@ def occupiable_states(task) -> jax.Array:
     """
     mask = getattr(task.env, "occupiable", None)
     if mask is None:
-        return jnp.ones(task.env.num_states, bool)
+        return jnp.ones(model_of(task).num_states, bool)
     return jnp.asarray(mask)
 
 
