@@ -53,15 +53,20 @@ def _randomize(params, key, scale=0.3):
 
 
 # ============================================================================ training learns
-# After 400 updates (batch 256, 2 x 64 MLP) every model's loss on a fixed evaluation batch is
-# below LOSS_FACTOR x its initial value and the sliced Wasserstein distance of 1000 Heun
-# samples (19 NFE) to the held-out moons is below SW_FACTOR x the untrained model's and below
-# SW_MAX (the floor, two exact sets of 1000, is ~0.02; the untrained models give 0.26 (EDM,
-# D = c_skip x) up to ~50-150 (VE / VP: D = x leaves the prior's noise)).
-STEPS = 400
-LOSS_FACTOR = {"edm": 0.97, "vp": 0.8, "ve": 0.9, "ddpm": 0.8, "flow_matching": 0.8}
+# After STEPS[name] updates (batch 256, the default 3 x 128 MLP) each model's loss on a fixed
+# evaluation batch is below LOSS_FACTOR x its initial value, and the sliced Wasserstein
+# distance of 1000 Heun samples (10 steps, 19 NFE) to the held-out moons is below SW_FACTOR x
+# the untrained model's and below SW_MAX. For scale: two exact sets of 1000 are ~0.03 apart;
+# untrained models give 0.24 (EDM, D = c_skip x), 0.39 (flow matching) and 49 to 155 (VE, VP,
+# DDPM: D = x leaves the prior's noise). VE learns its high noise levels slowest (measured
+# 0.28 / 0.07 / 0.05 after 400 / 800 / 1200 updates), hence its longer run. Measured (loss
+# ratio, distance): EDM 0.75, 0.075; VP 0.21, 0.13; VE 0.47, 0.062; DDPM 0.20, 0.090; flow
+# matching 0.70, 0.13. The EDM and flow-matching losses keep a large irreducible part (the
+# denoising error at high noise, unit-scaled), so their ratios stay near 0.7.
+STEPS = {"edm": 400, "vp": 400, "ve": 1200, "ddpm": 400, "flow_matching": 400}
+LOSS_FACTOR = {"edm": 0.85, "vp": 0.5, "ve": 0.7, "ddpm": 0.5, "flow_matching": 0.85}
 SW_FACTOR = 0.5
-SW_MAX = 0.15
+SW_MAX = 0.2
 
 
 @pytest.mark.parametrize("name", [n if n == "edm" else pytest.param(n, marks=pytest.mark.slow)
@@ -83,11 +88,11 @@ def test_short_training_lowers_loss_and_distance(name):
     @jax.jit
     def train(state):
         return jax.lax.scan(lambda s, _: algo.update(s, config, task), state, None,
-                            length=STEPS)
+                            length=STEPS[name])
 
     state, metrics = train(state0)
     assert np.all(np.isfinite(metrics["loss"]))
-    assert int(state.step) == STEPS
+    assert int(state.step) == STEPS[name]
     loss0, loss1 = float(eval_loss(state0.params)), float(eval_loss(state.params))
     assert loss1 < LOSS_FACTOR[name] * loss0, (loss0, loss1)
     evaluate = jax.jit(lambda s, k: algo.evaluate(s, k, config, task))
