@@ -103,6 +103,8 @@ flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped progr
 flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_boolean("sample", True, "Diffusion models: after training, sample every sampler at "
+                     "NFE 10/35/100 into a sliced-Wasserstein table and a picture (launch.sample).")
 flags.DEFINE_string("sweep", None, "Numeric hyperparameters trained side by side in one vmapped "
                     "program, e.g. 'lr=3e-4,1e-3;clip_eps=0.1,0.2' (the algorithm's SWEEPABLE).")
 _CONFIG = config_flags.DEFINE_config_dict("config", _DEFAULT_CONFIG,
@@ -187,6 +189,10 @@ def main(argv):
         which = f" for {member}" if member else ""
         print(report.format_table(rows, title=f"\nFinal metrics after {result.step} updates"
                                               f"{which} (mean and 95% bootstrap CI over seeds)"))
+    if FLAGS.sample and hasattr(algo, "MODEL") and result.finished:
+        from launch import sample as sample_lib
+        print("\nSampling the trained model (seed 0, EMA weights) with every sampler:")
+        sample_lib.sample_workdir(workdir, nfe=(10, 35, 100))
     print(f"\nWrote {workdir}/: summary.json, metrics.csv, eval.csv, learning_curve.png, tb/, "
           "checkpoints/" + (", values.npy, policy.npy, gridworld.png"
                             if hasattr(algo, "solution") and task is not None else ""))
