@@ -539,3 +539,23 @@ def reference_set(task: DataTask, n: int, seed: int = 12345) -> np.ndarray | Non
     if n <= task.train.shape[0]:
         return np.asarray(task.train[:n])
     return None
+
+
+def protocol(model: "Model"):
+    """The algorithm-protocol functions of one model, as the model modules export them:
+    (init, update, evaluate, make_task, sample) with `model` bound."""
+
+    def init_fn(key, config, task):
+        return init(model, key, config, task)
+
+    def update_fn(state, config, task):
+        return update(model, state, config, task)
+
+    def evaluate_fn(state, key, config, task):
+        return evaluate(model, state, key, config, task)
+
+    def sample_fn(state, config, key, n, **kwargs):
+        """n samples from one seed's state; see `common.sample`."""
+        return sample(model, state, config, key, n, **kwargs)
+
+    return init_fn, update_fn, evaluate_fn, make_task, sample_fn

@@ -100,22 +100,5 @@ MODEL = common.Model("ddpm", coefficients, loss, sde, sigma_grid=sigma_grid,
                      alphas_bar=alphas_bar)
 
 
-def init(key, config, task):
-    return common.init(MODEL, key, config, task)
-
-
-def update(state, config, task):
-    return common.update(MODEL, state, config, task)
-
-
-def evaluate(state, key, config, task):
-    return common.evaluate(MODEL, state, key, config, task)
-
-
-def make_task(dataset, config):
-    return common.make_task(dataset, config)
-
-
-def sample(state, config, key, n, **kwargs):
-    """n samples from one seed's state; see `common.sample`."""
-    return common.sample(MODEL, state, config, key, n, **kwargs)
+# The protocol functions (init, update, evaluate, make_task, sample), bound to this model.
+init, update, evaluate, make_task, sample = common.protocol(MODEL)

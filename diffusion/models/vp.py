@@ -63,22 +63,5 @@ def sde(config):
 MODEL = common.Model("vp", coefficients, loss, sde)
 
 
-def init(key, config, task):
-    return common.init(MODEL, key, config, task)
-
-
-def update(state, config, task):
-    return common.update(MODEL, state, config, task)
-
-
-def evaluate(state, key, config, task):
-    return common.evaluate(MODEL, state, key, config, task)
-
-
-def make_task(dataset, config):
-    return common.make_task(dataset, config)
-
-
-def sample(state, config, key, n, **kwargs):
-    """n samples from one seed's state; see `common.sample`."""
-    return common.sample(MODEL, state, config, key, n, **kwargs)
+# The protocol functions (init, update, evaluate, make_task, sample), bound to this model.
+init, update, evaluate, make_task, sample = common.protocol(MODEL)
