@@ -256,39 +256,15 @@ class VPSDE(_LinearSDE):
 
 
 @struct.dataclass
-class SubVPSDE(_LinearSDE):
-    """sub-VP SDE (Song Sec. 3.4): same mean as VP, std = 1 - exp(-B(t)) <= VP std. Prior N(0, I)."""
-
-    beta_min: float = struct.field(pytree_node=False, default=0.1)
-    beta_max: float = struct.field(pytree_node=False, default=20.0)
-    T: float = struct.field(pytree_node=False, default=1.0)
-    eps: float = struct.field(pytree_node=False, default=1e-5)
-
-    prior_std = 1.0
-
-    @property
-    def beta_d(self) -> float:
-        return self.beta_max - self.beta_min
-
-    def beta(self, t):
-        return self.beta_min + _host(t) * self.beta_d
-
-    def integral_beta(self, t):
-        t = _host(t)
-        return self.beta_min * t + 0.5 * self.beta_d * t ** 2
-
-    def drift_coeff(self, t):
-        return -0.5 * self.beta(t)
+class SubVPSDE(VPSDE):
+    """sub-VP SDE (Song Sec. 3.4): same beta(t), drift and mean as VP, std = 1 - exp(-B(t)) <= VP
+    std. Prior N(0, I). Only the diffusion, the std and the EDM sigma differ from `VPSDE`."""
 
     def diffusion(self, t):
         """g(t) = sqrt(beta(t) (1 - exp(-2 B(t))))."""
         b = self.integral_beta(t)
         xp = _xp(b)
         return xp.sqrt(self.beta(t) * -xp.expm1(-2.0 * b))
-
-    def marginal_mean_coeff(self, t):
-        b = self.integral_beta(t)
-        return _xp(b).exp(-0.5 * b)
 
     def marginal_std(self, t):
         """std(t) = 1 - exp(-B(t))."""
