@@ -57,6 +57,18 @@ def uniform_policy(num_states: int, num_actions: int) -> jax.Array:
     return jnp.full((num_states, num_actions), 1.0 / num_actions)
 
 
+def iteration_metrics(q, old_values, old_policy, policy, new_values) -> dict[str, jax.Array]:
+    """Metrics of one (policy improvement + evaluation) iteration:
+    bellman_residual ||max_a q(v_k) - v_k||_inf, policy_changes (states whose greedy action
+    changed), value_change ||v_{k+1} - v_k||_inf."""
+    return {
+        "bellman_residual": jnp.max(jnp.abs(jnp.max(q, axis=-1) - old_values)),
+        "policy_changes": jnp.sum(jnp.argmax(policy, -1) != jnp.argmax(old_policy, -1)
+                                  ).astype(jnp.int32),
+        "value_change": jnp.max(jnp.abs(new_values - old_values)),
+    }
+
+
 def policy_matrices(mdp: TabularMDP, policy: jax.Array):
     """(r_pi[S], P_pi[S, S]) of a policy."""
     chex.assert_shape(policy, (mdp.num_states, mdp.num_actions))

@@ -64,12 +64,7 @@ def update(state: State, config, task):
     policy = common.greedy(q)
     # Policy evaluation: exact linear solve (Ch. 2.7).
     values = common.evaluate_policy_exact(mdp, policy, config.gamma)
-    metrics = {
-        "bellman_residual": jnp.max(jnp.abs(jnp.max(q, axis=-1) - state.values)),
-        "policy_changes": jnp.sum(jnp.argmax(policy, -1) != jnp.argmax(state.policy, -1)
-                                  ).astype(jnp.int32),
-        "value_change": jnp.max(jnp.abs(values - state.values)),
-    }
+    metrics = common.iteration_metrics(q, state.values, state.policy, policy, values)
     return State(values=values, policy=policy, step=state.step + 1), metrics
 
 

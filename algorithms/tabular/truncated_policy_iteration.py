@@ -73,12 +73,7 @@ def update(state: State, config, task):
     values = jax.lax.fori_loop(
         0, config.eval_sweeps,
         lambda _, v: common.bellman_expectation(mdp, policy, v, config.gamma), state.values)
-    metrics = {
-        "bellman_residual": jnp.max(jnp.abs(jnp.max(q, axis=-1) - state.values)),
-        "policy_changes": jnp.sum(jnp.argmax(policy, -1) != jnp.argmax(state.policy, -1)
-                                  ).astype(jnp.int32),
-        "value_change": jnp.max(jnp.abs(values - state.values)),
-    }
+    metrics = common.iteration_metrics(q, state.values, state.policy, policy, values)
     return State(values=values, policy=policy, step=state.step + 1), metrics
 
 
