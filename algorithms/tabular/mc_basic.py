@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import returns as core_returns
 from algorithms.tabular import common
 
 DEFAULT_ENV = "gridworld"
@@ -65,15 +66,10 @@ def discounted_returns(rewards: jax.Array, dones: jax.Array, gamma) -> jax.Array
 
     g_t = r_{t+1} + gamma g_{t+1} (book indexing; here `rewards[t]` is r_{t+1}), with g_L = 0 at
     the end of the trajectory and the recursion cut after a step that ended its episode
-    (`dones[t]`: the next step belongs to a new episode). Computed with a reverse `lax.scan`.
+    (`dones[t]`: the next step belongs to a new episode): the shared reverse scan of
+    `algorithms.core.returns.discounted_returns`.
     """
-    def back(g_next, x):
-        r, done = x
-        g = r + gamma * jnp.where(done, 0.0, g_next)
-        return g, g
-
-    _, g = jax.lax.scan(back, jnp.zeros((), rewards.dtype), (rewards, dones), reverse=True)
-    return g
+    return core_returns.discounted_returns(rewards, dones.astype(rewards.dtype), gamma)
 
 
 def episode_task(task: common.Task, length: int) -> common.Task:
