@@ -154,6 +154,20 @@ def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int):
     return None
 
 
+def _task_data(task):
+    """(arrays, bind): a task's large read-only `data` (an offline dataset) and how to put it back.
+
+    A task with a `data` field (a NamedTuple, e.g. `algorithms.offline.common.OfflineTask`)
+    has it passed to the jitted programs as one replicated argument, un-vmapped (in_axes=None):
+    every seed reads the same single copy, and the arrays are not baked into each compiled
+    program as constants (a 1M-transition dataset would be ~100 MB of HLO). Other tasks are
+    closed over whole.
+    """
+    if hasattr(task, "data") and hasattr(task, "_replace"):
+        return task.data, lambda d: task._replace(data=d)
+    return None, lambda d: task
+
+
 def sweep_members(sweep: dict[str, Sequence[float]] | None) -> list[dict[str, float]]:
     """The grid of swept values: [{name: value, ...}, ...] (one empty dict without a sweep)."""
     members = [{}]
@@ -212,9 +226,6 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
         raise ValueError(f"num_updates, log_every and eval_every must be positive; got "
                          f"{total}, {chunk}, {eval_every}")
 
-    evaluate = jax.jit(jax.vmap(lambda s, k: algo.evaluate(s, k, config, task),
-                                in_axes=(0, None)))
-
     members = sweep_members(sweep)
     width = len(members) * num_seeds
     # Every leaf of the state has the seed axis first and is split over devices along it;
@@ -222,18 +233,25 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     # and gives every chunk call the same input types (no recompiling).
     sharding = seed_sharding(width)
     metric_sharding = NamedSharding(sharding.mesh, P(None, "seed"))
-    init = jax.jit(jax.vmap(lambda k: _strong_types(algo.init(k, config, task))),
-                   out_shardings=sharding)
+    replicated = NamedSharding(sharding.mesh, P())
+    data, bind = _task_data(task)
+    data = jax.device_put(data, replicated)
+
+    evaluate = jax.jit(jax.vmap(lambda s, k, d: algo.evaluate(s, k, config, bind(d)),
+                                in_axes=(0, None, None)))
+    init = jax.jit(jax.vmap(lambda k, d: _strong_types(algo.init(k, config, bind(d))),
+                            in_axes=(0, None)), out_shardings=sharding)
 
     def make_chunk(length: int):
-        vupdate = jax.vmap(lambda s: algo.update(s, config, task))
-        return jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=length),
-                       in_shardings=(sharding,), out_shardings=(sharding, metric_sharding))
+        vupdate = jax.vmap(lambda s, d: algo.update(s, config, bind(d)), in_axes=(0, None))
+        return jax.jit(
+            lambda s, d: jax.lax.scan(lambda c, _: (vupdate(c, d)), s, None, length=length),
+            in_shardings=(sharding, replicated), out_shardings=(sharding, metric_sharding))
 
     chunk_fns: dict[int, Callable] = {}
     keys = jnp.tile(seed_keys(seed, num_seeds), len(members))  # same seeds for every member
     keys = jax.device_put(keys, sharding)
-    state = jax.device_put(_apply_sweep(algo, init(keys), sweep, num_seeds), sharding)
+    state = jax.device_put(_apply_sweep(algo, init(keys, data), sweep, num_seeds), sharding)
     step, log, ckpt = 0, None, None
     run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
                   "config": config_to_dict(config)}
@@ -268,7 +286,7 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             length = min(chunk, total - step)
             if length not in chunk_fns:
                 chunk_fns[length] = make_chunk(length)
-            new_state, metrics = chunk_fns[length](state)
+            new_state, metrics = chunk_fns[length](state, data)
             metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
             bad = _first_non_finite(metrics, step)
             if bad:
@@ -285,7 +303,8 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             if log is not None:
                 log.write("metrics", step, row)
             if step // eval_every > prev // eval_every or step == total:
-                ev = jax.device_get(evaluate(new_state, jax.random.fold_in(eval_key_root, step)))
+                ev = jax.device_get(
+                    evaluate(new_state, jax.random.fold_in(eval_key_root, step), data))
                 ev = {k: np.asarray(v) for k, v in ev.items()}
                 bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
                 if bad:

@@ -1,0 +1,179 @@
+"""What every offline algorithm shares: the task, batches, the gradient-step scan, evaluation.
+
+    task  = make_task(dataset, config)     # OfflineTask: dataset arrays + the env to evaluate in
+    state, metrics = run_gradient_steps(gradient_step, state, config, task)
+                                           # `steps_per_update` steps of gradient_step(state,
+                                           # batch, key) in one lax.scan, metrics averaged
+    metrics = evaluate_policy(key, config, task, act_fn)   # return and D4RL normalized score
+
+Actions are stored in the task rescaled to [-1, 1]^|A| (tanh policies, CQL's uniform actions
+and TD3+BC's noise all live there) and mapped back to the environment's Box for evaluation.
+The dataset arrays are `task.data`, which the runner passes to the jitted programs as one
+shared, un-vmapped argument (see `launch.runner._task_data`): 16 seeds read one copy.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import envs
+from algorithms.core.evaluation import evaluate_episodes
+from envs import datasets as datasets_lib
+
+# The quick default: generated on first use by `launch.datasets` (SAC behaviour policy).
+DEFAULT_DATASET = "pendulum-medium-replay-v0"
+
+
+class OfflineTask(NamedTuple):
+    """A dataset to learn from and the environment its policy is evaluated in.
+
+    data: {"observations", "actions" (in [-1, 1]), "rewards", "next_observations",
+           "terminals" (float32 1.0 at true terminations), "obs_mean", "obs_std"} as jnp arrays;
+           the runner passes it to jitted code as an argument (not a constant).
+    env, params: the gymnax environment and its params (evaluation episodes).
+    name: dataset name; ref_min_score / ref_max_score: D4RL reference returns (random / expert).
+    action_center, action_scale: environment action = center + scale * a, a in [-1, 1].
+    """
+    data: dict
+    env: Any
+    params: Any
+    name: str
+    ref_min_score: float
+    ref_max_score: float
+    action_center: tuple
+    action_scale: tuple
+
+
+def offline_config() -> ml_collections.ConfigDict:
+    """The fields every offline algorithm has (each adds its own hyperparameters).
+
+    One runner `update` = `steps_per_update` gradient steps in one lax.scan (several updates
+    per jitted call, no host round trip in between); num_updates * steps_per_update is the
+    gradient-step budget.
+    """
+    c = ml_collections.ConfigDict()
+    c.num_updates = 20  # runner updates
+    c.steps_per_update = 1000  # gradient steps per update
+    c.log_every = 2  # updates per jitted chunk
+    c.eval_every = 4  # updates between evaluations
+    c.eval_episodes = 10
+    c.batch_size = 256
+    c.hidden_sizes = (256, 256)
+    c.gamma = 0.99
+    c.normalize_observations = True  # z-score with the dataset's mean / std (TD3+BC Sec. 5)
+    return c
+
+
+def make_task(dataset, config) -> OfflineTask:
+    """OfflineTask for `dataset`: an `envs.datasets.Dataset`, a registered name (loaded from the
+    cache; `launch.run` generates it first when missing) or a path to a D4RL-style HDF5 file.
+
+    The evaluation environment is the dataset's `metadata["env"]` (a gymnax id) with its
+    `env_options`; `config.env` options, when given, override them.
+    """
+    if not isinstance(dataset, datasets_lib.Dataset):
+        dataset = datasets_lib.load(dataset)
+    meta = dataset.metadata
+    env_name = meta.get("env")
+    if not env_name:
+        raise ValueError(f"dataset {meta.get('name', '?')!r} names no environment in its "
+                         "metadata ('env'); offline algorithms evaluate in that gymnax env")
+    options = dict(meta.get("env_options") or {})
+    if "env" in config:
+        options.update({k: v for k, v in dict(config.env).items()
+                        if k in envs.env_options(env_name)})
+    env, params = envs.make(env_name, **options)
+    space = env.action_space(params)
+    low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape)
+    high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape)
+    center, scale = (high + low) / 2.0, (high - low) / 2.0
+    a = dataset.arrays
+    if a["actions"].shape[1:] != space.shape:
+        raise ValueError(f"dataset actions have shape {a['actions'].shape[1:]}, but {env_name} "
+                         f"actions have shape {space.shape}")
+    obs = a["observations"].astype(np.float32)
+    if bool(config.get("normalize_observations", False)):
+        mean, std = obs.mean(0), obs.std(0) + 1e-3
+    else:
+        mean, std = np.zeros(obs.shape[1], np.float32), np.ones(obs.shape[1], np.float32)
+    data = {
+        "observations": obs,
+        "actions": np.clip((a["actions"] - center) / scale, -1.0, 1.0).astype(np.float32),
+        "rewards": a["rewards"].astype(np.float32),
+        "next_observations": a["next_observations"].astype(np.float32),
+        "terminals": a["terminals"].astype(np.float32),
+        "obs_mean": mean.astype(np.float32), "obs_std": std.astype(np.float32),
+    }
+    return OfflineTask(data=jax.tree.map(jnp.asarray, data), env=env, params=params,
+                       name=str(meta.get("name", "dataset")),
+                       ref_min_score=float(meta["ref_min_score"]),
+                       ref_max_score=float(meta["ref_max_score"]),
+                       action_center=tuple(float(x) for x in center),
+                       action_scale=tuple(float(x) for x in scale))
+
+
+def obs_dim(task: OfflineTask) -> int:
+    return int(task.data["observations"].shape[1])
+
+
+def action_dim(task: OfflineTask) -> int:
+    return int(task.data["actions"].shape[1])
+
+
+def normalize_obs(obs: jax.Array, task: OfflineTask) -> jax.Array:
+    """(obs - mean) / std with the dataset statistics (identity without normalization)."""
+    return (obs - task.data["obs_mean"]) / task.data["obs_std"]
+
+
+def sample_batch(task: OfflineTask, key: jax.Array, batch_size: int) -> dict:
+    """`batch_size` transitions drawn uniformly with replacement; observations normalized.
+
+    Returns {"obs", "action", "reward", "next_obs", "terminal"} ([B, ...], float32).
+    """
+    d = task.data
+    idx = jax.random.randint(key, (batch_size,), 0, d["rewards"].shape[0])
+    return {"obs": normalize_obs(d["observations"][idx], task), "action": d["actions"][idx],
+            "reward": d["rewards"][idx],
+            "next_obs": normalize_obs(d["next_observations"][idx], task),
+            "terminal": d["terminals"][idx]}
+
+
+def run_gradient_steps(gradient_step: Callable, state, config, task: OfflineTask):
+    """`config.steps_per_update` gradient steps in one lax.scan; returns (state', mean metrics).
+
+    gradient_step(state, batch, key) -> (state, metrics) with `state.key` already advanced;
+    the state needs `key` and `step` fields (flax struct dataclass); `step` counts updates.
+    """
+    def body(state, _):
+        key, k_batch, k_step = jax.random.split(state.key, 3)
+        batch = sample_batch(task, k_batch, config.batch_size)
+        return gradient_step(state.replace(key=key), batch, k_step)
+
+    state, metrics = jax.lax.scan(body, state, None, length=int(config.steps_per_update))
+    return state.replace(step=state.step + 1), jax.tree.map(jnp.mean, metrics)
+
+
+def normalized_score(returns: jax.Array, task: OfflineTask) -> jax.Array:
+    """100 (R - R_random) / (R_expert - R_random) (Fu et al. 2020, D4RL Sec. 5)."""
+    return 100.0 * (returns - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
+
+
+def evaluate_policy(key: jax.Array, config, task: OfflineTask, act_fn: Callable) -> dict:
+    """`eval_episodes` episodes with act_fn(normalized obs [E, obs_dim]) -> a in [-1, 1]^|A|.
+
+    Returns {"return", "normalized_score", "length"} (means over episodes; the same episode
+    keys for every seed).
+    """
+    center = jnp.asarray(task.action_center, jnp.float32)
+    scale = jnp.asarray(task.action_scale, jnp.float32)
+
+    def env_action(obs, _key):
+        obs = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        return center + scale * jnp.clip(act_fn(normalize_obs(obs, task)), -1.0, 1.0)
+
+    out = evaluate_episodes(key, task.env, task.params, env_action, int(config.eval_episodes))
+    return {**out, "normalized_score": normalized_score(out["return"], task)}
