@@ -22,7 +22,8 @@ _ORDER = ["policy_evaluation", "value_iteration", "policy_iteration", "truncated
           "mc_basic", "mc_exploring_starts", "mc_epsilon_greedy", "robbins_monro",
           "sgd_mean_estimation", "td_zero", "sarsa", "expected_sarsa", "n_step_sarsa",
           "q_learning", "q_learning_off_policy", "td_linear",
-          "dqn", "reinforce", "a2c", "ppo", "trpo", "ddpg", "td3", "sac"]
+          "dqn", "reinforce", "a2c", "ppo", "trpo", "ddpg", "td3", "sac",
+          "bc", "td3_bc", "awac", "cql", "iql", "sac_n", "edac"]
 
 
 def _discover() -> dict[str, str]:

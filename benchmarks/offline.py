@@ -1,0 +1,145 @@
+"""Offline RL throughput: gradient updates/s of every offline algorithm vs vmapped seeds.
+
+    python benchmarks/offline.py                    # all algorithms, 1, 4 and 16 seeds
+    python benchmarks/offline.py --algos=iql,td3_bc --seeds=1,4
+    python benchmarks/offline.py --quick            # 1 and 4 seeds, fewer steps (smoke test)
+
+The task is synthetic and shaped like D4RL locomotion (Fu et al. 2020; hopper/walker2d/halfcheetah
+sizes): 1M transitions, 17-dimensional observations, 6-dimensional actions, Gaussian random
+values; every algorithm runs its default config (256x256 MLPs, batch 256) except that
+`steps_per_update` is set so one call takes about a second. Only the update is timed, never
+evaluation episodes (the task has no environment).
+
+Each row is the runner's exact program (launch/runner.py): the dataset is one replicated
+argument, `jit(lambda s, d: lax.scan(lambda c, _: vmap(update, in_axes=(0, None))(c, d), s,
+None, length=1))` on a state from `jit(vmap(init))` over S seed keys; one `update` is
+`steps_per_update` gradient steps in a `lax.scan` (several updates per jitted call, no host
+round trip between them). Compile time is `lower(...).compile()` alone; the wall time is the
+best of n calls ended by `block_until_ready` (one call when the first exceeds 5 s).
+updates/s per seed = steps / wall; aggregate = S x that.
+
+Reference points on these 2-core machines (the issue): a single-file JAX IQL did 210-250
+updates/s per seed, a PyTorch one 100-120; about 400-600/s is the float32 matmul ceiling for IQL.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from algorithms.offline import common
+from launch import registry
+
+OFFLINE = ("bc", "td3_bc", "awac", "cql", "iql", "sac_n", "edac")
+OBS_DIM, ACTION_DIM, SIZE = 17, 6, 1_000_000
+
+
+def synthetic_task(size: int = SIZE, obs_dim: int = OBS_DIM, action_dim: int = ACTION_DIM,
+                   seed: int = 0) -> common.OfflineTask:
+    """A D4RL-locomotion-shaped OfflineTask of random transitions (no environment)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((size, obs_dim), dtype=np.float32)
+    data = {"observations": obs,
+            "actions": np.tanh(rng.standard_normal((size, action_dim), dtype=np.float32)),
+            "rewards": rng.standard_normal(size, dtype=np.float32),
+            "next_observations": obs + 0.1 * rng.standard_normal((size, obs_dim),
+                                                                  dtype=np.float32),
+            "terminals": (rng.random(size) < 0.001).astype(np.float32),
+            "obs_mean": np.zeros(obs_dim, np.float32), "obs_std": np.ones(obs_dim, np.float32)}
+    return common.OfflineTask(data=jax.tree.map(jnp.asarray, data), env=None, params=None,
+                              name="synthetic-locomotion", ref_min_score=0.0, ref_max_score=1.0,
+                              action_center=(0.0,) * action_dim, action_scale=(1.0,) * action_dim)
+
+
+def _best_of(fn, repeats=3, long_s=5.0):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if times[0] > long_s:
+            break
+    return min(times), len(times)
+
+
+def measure(algo, config, task, seeds: int):
+    """(compile s, best wall s of one update call, calls timed)."""
+    data = task.data
+    bind = lambda d: task._replace(data=d)  # noqa: E731 - as launch.runner._task_data
+    keys = jax.random.split(jax.random.key(0), seeds)
+    state = jax.block_until_ready(
+        jax.jit(jax.vmap(lambda k, d: algo.init(k, config, bind(d)), in_axes=(0, None)))(keys,
+                                                                                       data))
+    vupdate = jax.vmap(lambda s, d: algo.update(s, config, bind(d)), in_axes=(0, None))
+    chunk = jax.jit(lambda s, d: jax.lax.scan(lambda c, _: vupdate(c, d), s, None, length=1))
+    t0 = time.perf_counter()
+    compiled = chunk.lower(state, data).compile()
+    compile_s = time.perf_counter() - t0
+    wall, n = _best_of(lambda: jax.block_until_ready(compiled(state, data)))
+    return compile_s, wall, n
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average n/a"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", default=",".join(OFFLINE), help="comma-separated subset")
+    parser.add_argument("--seeds", default=None, help="seed counts (default 1,4,16; --quick 1,4)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="gradient steps per timed call at 1 seed (default 400, --quick 100); "
+                             "divided by the seed count (at least 25) so calls stay short")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    seed_counts = [int(s) for s in (args.seeds or ("1,4" if args.quick else "1,4,16")).split(",")]
+    base_steps = args.steps or (100 if args.quick else 400)
+    names = [n for n in args.algos.split(",") if n]
+    unknown = sorted(set(names) - set(OFFLINE))
+    if unknown:
+        sys.exit(f"unknown offline algorithm(s) {unknown}; valid: {', '.join(OFFLINE)}")
+
+    dev = jax.devices()[0]
+    print(f"# {platform.platform()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"# jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} x "
+          f"{dev.device_kind}; {_load()}")
+    print(f"# synthetic D4RL-locomotion task: {SIZE} transitions, obs {OBS_DIM}, act "
+          f"{ACTION_DIM}; default configs (256x256, batch 256); growth = wall(S)/wall(1) per step")
+    task = synthetic_task()
+    print(f"{'algo':>7} {'seeds':>6} {'steps':>6} {'compile s':>10} {'wall s':>8} {'n':>2} "
+          f"{'upd/s/seed':>11} {'upd/s all':>10} {'growth':>8}")
+    sys.stdout.flush()
+    for name in names:
+        algo = registry.get(name)
+        per_step_one = None
+        for seeds in seed_counts:
+            config = algo.default_config()
+            steps = max(25, base_steps // seeds)
+            config.steps_per_update = steps
+            try:
+                compile_s, wall, n = measure(algo, config, task, seeds)
+                per_step = wall / steps
+                if seeds == 1:
+                    per_step_one = per_step
+                growth = f"{per_step / per_step_one:>7.2f}x" if per_step_one else f"{'-':>8}"
+                print(f"{name:>7} {seeds:>6} {steps:>6} {compile_s:>10.2f} {wall:>8.3f} {n:>2} "
+                      f"{steps / wall:>11.1f} {seeds * steps / wall:>10.1f} {growth}")
+            except Exception as e:  # noqa: BLE001 - one failed row must not end the table
+                print(f"{name:>7} {seeds:>6} ERROR {type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:120]}")
+            sys.stdout.flush()
+    print(f"# {_load()}")
+
+
+if __name__ == "__main__":
+    main()
