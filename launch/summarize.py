@@ -4,6 +4,7 @@ Reads each run's summary.json and prints one row per run with the chosen metrics
 "mean [95% CI]" over seeds (final values, never best-so-far), e.g.
 
     python -m launch.summarize runs/* --metrics=eval/policy_value,eval/optimality_gap
+    python -m launch.summarize runs/* --pivot=eval/normalized_score   # dataset x algorithm
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories (with summary.json)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: every eval/ metric)")
+    parser.add_argument("--pivot", default=None,
+                        help="one metric as a matrix: a row per env/dataset, a column per algo")
     args = parser.parse_args(argv)
     summaries = [(d, load(d)) for d in args.runs]
     missing = [d for d, s in summaries if s is None]
@@ -41,6 +44,8 @@ def main(argv=None) -> int:
     if not summaries:
         print("no finished runs given", file=sys.stderr)
         return 1
+    if args.pivot:
+        return _pivot(summaries, args.pivot)
     if args.metrics:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     else:
@@ -53,6 +58,23 @@ def main(argv=None) -> int:
                str(cfg["config"].get("num_updates", "?"))]
         row += [cell(s["aggregate"].get(m)) for m in metrics]
         print("| " + " | ".join(row) + " |")
+    return 0
+
+
+def _pivot(summaries, metric: str) -> int:
+    """Rows: env / dataset; columns: algorithms in first-seen order; cells: mean [95% CI]."""
+    cells, algos, rows = {}, [], []
+    for _, s in summaries:
+        algo, env = s["config"].get("algo", "?"), str(s["config"].get("env", "-"))
+        algos += [algo] if algo not in algos else []
+        rows += [env] if env not in rows else []
+        agg = s["aggregate"].get(metric)
+        cells[env, algo] = f"{agg['mean']:.1f} [{agg['ci_low']:.1f}, {agg['ci_high']:.1f}]" \
+            if agg else "-"
+    print(f"| {metric} | " + " | ".join(algos) + " |")
+    print("|---" * (1 + len(algos)) + "|")
+    for env in rows:
+        print(f"| {env} | " + " | ".join(cells.get((env, a), "-") for a in algos) + " |")
     return 0
 
 

@@ -91,3 +91,20 @@ def test_runner_keeps_one_dataset_copy_outside_the_seed_state():
     hlo = jax.jit(vupdate).lower(result.state, data).as_text()
     assert len(hlo) < 200_000  # 8000 x 3 observations as text constants would be far larger
     assert result.chunk_compilations == 1
+
+
+def test_summarize_pivot_is_a_dataset_by_algorithm_matrix(tmp_path, capsys):
+    import json
+    from launch import summarize
+    for algo, env, mean in [("iql", "a-v0", 50.0), ("bc", "a-v0", 20.0), ("iql", "b-v0", 70.0)]:
+        run = tmp_path / f"{algo}-{env}"
+        run.mkdir()
+        agg = {"eval/normalized_score": {"mean": mean, "ci_low": mean - 1, "ci_high": mean + 1}}
+        (run / "summary.json").write_text(json.dumps(
+            {"config": {"algo": algo, "env": env}, "aggregate": agg}))
+    runs = sorted(str(p) for p in tmp_path.iterdir())
+    assert summarize.main(runs + ["--pivot=eval/normalized_score"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| eval/normalized_score | bc | iql |"
+    assert lines[2] == "| a-v0 | 20.0 [19.0, 21.0] | 50.0 [49.0, 51.0] |"
+    assert lines[3] == "| b-v0 | - | 70.0 [69.0, 71.0] |"
