@@ -1,17 +1,62 @@
 """Offline RL datasets in the D4RL layout: storage, loading, validation and normalization.
 
-(Skeleton: the helper owning this file completes it; see /tmp/offline_contract.md.)
+A dataset is a `Dataset`: flat arrays of N transitions under the D4RL key names
+(Fu et al. 2020, "D4RL: Datasets for Deep Data-Driven Reinforcement Learning",
+arXiv:2004.07219) plus a metadata dict (environment, behaviour policy, reference returns).
+
+    ds = load("pendulum-medium-v0")          # registered name -> cache file (see `cache_dir`)
+    ds = load("/data/hopper-medium-v2.hdf5")  # any D4RL-style HDF5 file
+    ds = load("minari:D4RL/pen/human-v2")     # a Minari dataset already on disk
+    save_hdf5(path, ds)                       # atomic: a crash never leaves a partial file
+    normalized_score(returns, ds)             # 100 (R - R_random) / (R_expert - R_random)
+
+Files. `save_hdf5` writes the six arrays at the file root exactly as D4RL's HDF5 files hold
+them, so `h5py`/`d4rl.qlearning_dataset`-style readers read ours, and the metadata as root
+attributes (JSON text for values that are not a bool/int/float/str). `load_hdf5` reads ours and
+D4RL's: D4RL files may lack `next_observations` (derived as `d4rl.qlearning_dataset` does, see
+`_derive_next_observations`) and `timeouts` (then all False), and carry a `metadata/` group
+(its small entries are kept under metadata["d4rl_metadata"]).
+
+Minari (Farama Foundation, https://minari.farama.org) datasets are read with h5py only, from
+the on-disk layout of Minari's HDF5 storage: <root>/<dataset id>/data/main_data.hdf5 with one
+group `episode_<i>` per episode holding observations [T+1, ...] (the final observation
+included), actions [T, ...], rewards [T], terminations [T], truncations [T], and the dataset
+metadata in <root>/<dataset id>/data/metadata.json (D4RL ports store `ref_min_score` and
+`ref_max_score` there).
+
+Normalized score (D4RL Sec. 5): 100 (R - ref_min_score) / (ref_max_score - ref_min_score) with
+ref_min_score the mean return of the uniformly random policy and ref_max_score that of the
+expert: 0 = random, 100 = expert.
+
+Every loader funnels through `validate`, which raises `DatasetError` naming the file, the key
+and the problem. envs/ never imports algorithms/ or launch/.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import difflib
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Mapping
 
 import numpy as np
 
 # The D4RL key names (Fu et al. 2020, "D4RL: Datasets for Deep Data-Driven RL", arXiv:2004.07219).
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+
+# Dataset prefix -> gymnax environment id; registered names are f"{prefix}-{kind}-v0".
+ENVS: dict[str, str] = {"pendulum": "Pendulum-v1", "reacher": "Reacher-misc"}
+
+# key -> (rank, dtype) of the canonical arrays.
+_SPEC = {"observations": (2, np.float32), "actions": (2, np.float32),
+         "rewards": (1, np.float32), "next_observations": (2, np.float32),
+         "terminals": (1, np.bool_), "timeouts": (1, np.bool_)}
+# Root attribute listing the metadata keys stored as JSON text.
+_JSON_ATTRS = "_json_attrs"
+_DEFAULT_CACHE = "~/.cache/jaxrl-diffusion-lab/datasets"
 
 
 class DatasetError(ValueError):
@@ -40,3 +85,474 @@ class Dataset:
     @property
     def action_dim(self) -> int:
         return int(self.arrays["actions"].shape[1])
+
+
+# ----------------------------------------------------------------------------- names and cache
+
+def dataset_names() -> list[str]:
+    """Every registered dataset name, f"{prefix}-{kind}-v0" for each prefix of ENVS and kind."""
+    return [f"{prefix}-{kind}-v0" for prefix in ENVS for kind in KINDS]
+
+
+def parse_name(name: str) -> tuple[str, str, str]:
+    """(prefix, gymnax env id, kind) of a registered name, e.g. "pendulum-medium-v0"."""
+    for prefix, env_id in ENVS.items():
+        for kind in KINDS:
+            if name == f"{prefix}-{kind}-v0":
+                return prefix, env_id, kind
+    raise DatasetError(f"unknown dataset name {name!r}{_suggest(name, dataset_names())}; "
+                       f"valid names: {', '.join(dataset_names())}")
+
+
+def cache_dir() -> pathlib.Path:
+    """$JAXRL_DATASETS_DIR if set, else ~/.cache/jaxrl-diffusion-lab/datasets (created)."""
+    path = pathlib.Path(os.environ.get("JAXRL_DATASETS_DIR") or _DEFAULT_CACHE).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def dataset_path(name: str) -> pathlib.Path:
+    """cache_dir() / f"{name}.hdf5" for a registered name (the file need not exist)."""
+    parse_name(name)
+    return cache_dir() / f"{name}.hdf5"
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ----------------------------------------------------------------------------- validation
+
+def validate(arrays: Mapping[str, Any], source: str = "arrays") -> dict[str, np.ndarray]:
+    """The six KEYS arrays with their canonical dtypes, after checking them.
+
+    Checks, in order: every key present; numeric dtype; rank (observations, actions and
+    next_observations [N, d], rewards, terminals and timeouts [N]); one leading length N >= 1;
+    next_observations shaped like observations; finite float values. Extra keys are ignored.
+    Floats become float32, terminals/timeouts bool (nonzero = True).
+
+    Raises DatasetError "<source>: key '<key>' <problem>".
+    """
+    missing = [k for k in KEYS if k not in arrays]
+    if missing:
+        raise DatasetError(f"{source}: missing key(s) {missing}; a dataset needs all of "
+                           f"{list(KEYS)}")
+    out = {}
+    for key in KEYS:
+        value = np.asarray(arrays[key])
+        rank, dtype = _SPEC[key]
+        if value.dtype.kind not in "biuf":
+            raise DatasetError(f"{source}: key {key!r} has dtype {value.dtype}, expected numbers")
+        if value.ndim != rank:
+            want = "[N, dim]" if rank == 2 else "[N]"
+            raise DatasetError(f"{source}: key {key!r} has shape {value.shape} (rank "
+                               f"{value.ndim}), expected rank {rank} {want}")
+        out[key] = value
+    n = out["observations"].shape[0]
+    for key in KEYS:
+        if out[key].shape[0] != n:
+            raise DatasetError(f"{source}: key {key!r} has {out[key].shape[0]} rows, expected "
+                               f"{n} like 'observations'")
+    if n == 0:
+        raise DatasetError(f"{source}: key 'observations' has 0 rows, a dataset needs at least "
+                           "one transition")
+    if out["next_observations"].shape != out["observations"].shape:
+        raise DatasetError(f"{source}: key 'next_observations' has shape "
+                           f"{out['next_observations'].shape}, expected "
+                           f"{out['observations'].shape} like 'observations'")
+    for key in KEYS:
+        value = out[key]
+        if value.dtype.kind == "f":
+            bad = ~np.isfinite(value)
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise DatasetError(f"{source}: key {key!r} has {int(bad.sum())} non-finite "
+                                   f"value(s) (NaN or inf), the first in row {row}")
+        dtype = _SPEC[key][1]
+        out[key] = value != 0 if dtype is np.bool_ else value.astype(dtype, copy=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- HDF5
+
+def save_hdf5(path, dataset: Dataset) -> pathlib.Path:
+    """Write `dataset` to `path` atomically; returns the path.
+
+    The file is written to a temporary file in the same directory, flushed and fsynced, then
+    renamed over `path` (os.replace), so an interrupted write leaves no file at `path` and an
+    existing file there intact. Arrays go to the root datasets KEYS (the D4RL layout), metadata
+    to root attributes (JSON text where not bool/int/float/str; their names are listed in the
+    attribute "_json_attrs").
+    """
+    import h5py
+
+    path = pathlib.Path(path).expanduser()
+    arrays = validate(dataset.arrays, source=str(path))
+    attrs, json_keys = _encode_metadata(dataset.metadata, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key in KEYS:
+                f.create_dataset(key, data=arrays[key])
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.attrs[_JSON_ATTRS] = json.dumps(json_keys)
+            f.flush()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    """Persist a rename (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _encode_metadata(metadata: Mapping[str, Any], source: str) -> tuple[dict, list[str]]:
+    attrs, json_keys = {}, []
+    for key, value in metadata.items():
+        if not isinstance(key, str) or key == _JSON_ATTRS:
+            raise DatasetError(f"{source}: metadata key {key!r} must be a string other than "
+                               f"{_JSON_ATTRS!r}")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (bool, int, float, str)):
+            attrs[key] = value
+            continue
+        try:
+            attrs[key] = json.dumps(value, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{source}: metadata {key!r} cannot be stored as JSON: {e}") from e
+        json_keys.append(key)
+    return attrs, json_keys
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _decode_attr(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _read_attrs(f, source: str) -> dict[str, Any]:
+    metadata = {k: _decode_attr(v) for k, v in f.attrs.items() if k != _JSON_ATTRS}
+    json_keys = json.loads(_decode_attr(f.attrs[_JSON_ATTRS])) if _JSON_ATTRS in f.attrs else []
+    for key in json_keys:
+        try:
+            metadata[key] = json.loads(metadata[key])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{source}: metadata {key!r} is not valid JSON: {e}") from e
+    return metadata
+
+
+def _open_hdf5(path: pathlib.Path):
+    import h5py
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not an HDF5 file (or unreadable): {e}") from e
+
+
+def load_hdf5(path) -> Dataset:
+    """Dataset from an HDF5 file written by `save_hdf5` or in the D4RL layout.
+
+    D4RL files: a missing `timeouts` becomes all False; a missing `next_observations` is derived
+    as d4rl.qlearning_dataset does (see `_derive_next_observations`; metadata["derived"] lists
+    what was filled in); a `metadata/` group's scalar entries go to metadata["d4rl_metadata"];
+    without a "name" attribute the name is the file's stem. Raises DatasetError naming the
+    file, the key and the problem.
+    """
+    path = pathlib.Path(path).expanduser()
+    source = str(path)
+    with _open_hdf5(path) as f:
+        import h5py
+
+        missing = [k for k in ("observations", "actions", "rewards", "terminals") if k not in f]
+        if missing:
+            raise DatasetError(f"{source}: missing key(s) {missing}; a dataset needs all of "
+                               f"{list(KEYS)} (next_observations and timeouts may be derived)")
+        raw = {}
+        for key in KEYS:
+            if key in f:
+                if not isinstance(f[key], h5py.Dataset):
+                    raise DatasetError(f"{source}: key {key!r} is a group, expected an array")
+                raw[key] = f[key][()]
+        metadata = _read_attrs(f, source)
+        if "metadata" in f and isinstance(f["metadata"], h5py.Group):
+            metadata["d4rl_metadata"] = _small_entries(f["metadata"])
+    metadata.setdefault("name", path.stem)
+    derived = []
+    if "timeouts" not in raw:
+        raw["timeouts"] = np.zeros(np.shape(raw["terminals"])[:1], bool)
+        derived.append("timeouts")
+    if "next_observations" not in raw:
+        # Validate what the derivation reads, so its errors name the file's real problem.
+        probe = dict(raw, next_observations=raw["observations"])
+        raw = _derive_next_observations(validate(probe, source))
+        derived.append("next_observations")
+    if derived:
+        metadata["derived"] = derived
+    return Dataset(validate(raw, source), metadata)
+
+
+def _small_entries(group) -> dict[str, Any]:
+    """The scalar and string entries of a D4RL `metadata/` group (not policy weights)."""
+    import h5py
+
+    out = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.size <= 1:
+            out[name] = _decode_attr(obj[()])
+    group.visititems(visit)
+    return out
+
+
+def _derive_next_observations(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Transitions (s_i, a_i, r_i, s_{i+1}) from a flat D4RL array set without next states.
+
+    The rows d4rl.qlearning_dataset keeps (terminate_on_end=False; Fu et al. 2020 code): row i
+    pairs observations[i] with observations[i + 1]; rows with timeouts[i] (the truncated
+    episode's true next observation is not stored) and the last row are dropped. Terminal rows
+    are kept; their next observation (the next episode's first) is masked by the terminal.
+    Unlike d4rl, episode ends survive: a kept row followed by a dropped one that is not
+    already an end gets timeouts=True, so `episode_returns` still splits episodes.
+    """
+    n = arrays["observations"].shape[0]
+    keep = ~np.asarray(arrays["timeouts"], bool)
+    keep[n - 1] = False
+    terminals = np.asarray(arrays["terminals"], bool)
+    before_dropped = np.zeros(n, bool)
+    before_dropped[:-1] = ~keep[1:]
+    obs = arrays["observations"]
+    out = {k: np.asarray(arrays[k])[keep] for k in ("observations", "actions", "rewards",
+                                                     "terminals")}
+    out["next_observations"] = np.concatenate([obs[1:], obs[-1:]])[keep]
+    out["timeouts"] = (before_dropped & ~terminals)[keep]
+    return out
+
+
+# ----------------------------------------------------------------------------- Minari
+
+def _minari_data_dir(dataset_id_or_path, root) -> pathlib.Path:
+    path = pathlib.Path(dataset_id_or_path).expanduser()
+    candidates = []
+    if path.is_file():
+        return path.parent
+    if path.is_dir():
+        candidates += [path / "data", path]
+    base = pathlib.Path(root or os.environ.get("MINARI_DATASETS_PATH")
+                        or "~/.minari/datasets").expanduser()
+    candidates.append(base / str(dataset_id_or_path) / "data")
+    for c in candidates:
+        if (c / "main_data.hdf5").is_file():
+            return c
+    raise DatasetError(f"Minari dataset {str(dataset_id_or_path)!r} not found: no main_data.hdf5 "
+                       f"in {', '.join(str(c) for c in candidates)} (root: the `root` argument, "
+                       "else $MINARI_DATASETS_PATH, else ~/.minari/datasets; nothing is "
+                       "downloaded at run time: fetch it first, e.g. `minari download <id>`)")
+
+
+def load_minari(dataset_id_or_path, root=None) -> Dataset:
+    """Dataset from a Minari dataset on disk (HDF5 storage), read with h5py only.
+
+    `dataset_id_or_path`: a dataset id (e.g. "D4RL/pen/human-v2") under `root`, else
+    $MINARI_DATASETS_PATH, else ~/.minari/datasets; or the dataset's directory, its data/
+    directory or its main_data.hdf5. Per episode: observations[:-1] -> observations,
+    observations[1:] -> next_observations, terminations -> terminals, truncations (and not
+    terminations) -> timeouts. Only array (Box) observations and actions are supported.
+    metadata: name "minari:<id>", the reference scores of metadata.json when present, its
+    environment id as "minari_env_id" and as "env" when gymnax has an env of that id.
+    """
+    import h5py
+
+    data_dir = _minari_data_dir(dataset_id_or_path, root)
+    file = data_dir / "main_data.hdf5"
+    source = str(file)
+    info = {}
+    if (data_dir / "metadata.json").is_file():
+        try:
+            info = json.loads((data_dir / "metadata.json").read_text())
+        except ValueError as e:
+            raise DatasetError(f"{data_dir / 'metadata.json'}: not valid JSON: {e}") from e
+    parts = {k: [] for k in KEYS}
+    with _open_hdf5(file) as f:
+        names = [k for k in f.keys() if k.startswith("episode_") and k[8:].isdigit()]
+        if not names:
+            raise DatasetError(f"{source}: no episode_<i> groups (not a Minari dataset)")
+        for ep_name in sorted(names, key=lambda k: int(k[8:])):
+            ep = f[ep_name]
+            for key in ("observations", "actions", "rewards", "terminations", "truncations"):
+                if key not in ep:
+                    raise DatasetError(f"{source}: {ep_name} has no key {key!r}")
+                if not isinstance(ep[key], h5py.Dataset):
+                    raise DatasetError(f"{source}: {ep_name}/{key} is a group (a Dict or Tuple "
+                                       "space); only array observations and actions are "
+                                       "supported")
+            obs = ep["observations"][()]
+            steps = ep["actions"].shape[0]
+            for key in ("rewards", "terminations", "truncations"):
+                if ep[key].shape[:1] != (steps,):
+                    raise DatasetError(f"{source}: {ep_name}/{key} has shape {ep[key].shape}, "
+                                       f"expected {steps} rows like {ep_name}/actions")
+            if obs.shape[:1] != (steps + 1,):
+                raise DatasetError(f"{source}: {ep_name}/observations has shape {obs.shape}, "
+                                   f"expected {steps + 1} rows ({ep_name}/actions + 1)")
+            terminations = ep["terminations"][()].astype(bool)
+            parts["observations"].append(obs[:-1])
+            parts["next_observations"].append(obs[1:])
+            parts["actions"].append(ep["actions"][()])
+            parts["rewards"].append(ep["rewards"][()])
+            parts["terminals"].append(terminations)
+            parts["timeouts"].append(ep["truncations"][()].astype(bool) & ~terminations)
+    arrays = validate({k: np.concatenate(v) for k, v in parts.items()}, source)
+    dataset_id = info.get("dataset_id", str(dataset_id_or_path))
+    metadata = {"name": f"minari:{dataset_id}", "source": source, "num_episodes": len(names)}
+    env_id = _minari_env_id(info)
+    if env_id:
+        metadata["minari_env_id"] = env_id
+        if _is_gymnax_env(env_id):
+            metadata["env"] = env_id
+    for key in ("ref_min_score", "ref_max_score", "algorithm_name", "author",
+                "total_steps", "total_episodes"):
+        if info.get(key) is not None:
+            metadata[key] = info[key]
+    returns = episode_returns(arrays)
+    if returns.size:
+        metadata["behaviour_return"] = float(returns.mean())
+    return Dataset(arrays, metadata)
+
+
+def _minari_env_id(info: Mapping[str, Any]):
+    spec = info.get("env_spec")
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            return None
+    return spec.get("id") if isinstance(spec, dict) else None
+
+
+def _is_gymnax_env(env_id: str) -> bool:
+    import gymnax
+
+    return env_id in gymnax.registered_envs
+
+
+# ----------------------------------------------------------------------------- load, scores
+
+def _resolve(name_or_path) -> tuple[str, Any]:
+    """("registered" | "hdf5" | "minari", path or id) for anything `load` accepts."""
+    text = os.fspath(name_or_path)
+    if text.startswith("minari:"):
+        return "minari", text[len("minari:"):]
+    if text in dataset_names():
+        path = dataset_path(text)
+        if not path.is_file():
+            prefix = parse_name(text)[0]
+            raise DatasetError(f"dataset {text!r} is not in the cache ({path}); generate it with "
+                               f"`python -m launch.datasets --env={prefix}` (the cache directory "
+                               "is $JAXRL_DATASETS_DIR, else ~/.cache/jaxrl-diffusion-lab/"
+                               "datasets)")
+        return "hdf5", path
+    if text.endswith((".hdf5", ".h5")) or os.path.isfile(text):
+        return "hdf5", pathlib.Path(text)
+    raise DatasetError(f"unknown dataset {text!r}{_suggest(text, dataset_names())}: expected a "
+                       f"registered name ({', '.join(dataset_names())}), a path to a .hdf5/.h5 "
+                       "file or 'minari:<dataset id>'")
+
+
+def load(name_or_path) -> Dataset:
+    """A registered name (from the cache), a path to an .hdf5/.h5 file, or "minari:<id>"."""
+    kind, where = _resolve(name_or_path)
+    return load_minari(where) if kind == "minari" else load_hdf5(where)
+
+
+def load_metadata(name_or_path) -> dict[str, Any]:
+    """The metadata of what `load` accepts, without reading the arrays (HDF5 files)."""
+    kind, where = _resolve(name_or_path)
+    if kind == "minari":
+        return load_minari(where).metadata
+    with _open_hdf5(pathlib.Path(where)) as f:
+        metadata = _read_attrs(f, str(where))
+    metadata.setdefault("name", pathlib.Path(where).stem)
+    return metadata
+
+
+def normalized_score(returns, dataset):
+    """100 (R - ref_min_score) / (ref_max_score - ref_min_score) (Fu et al. 2020, Sec. 5).
+
+    `dataset`: a Dataset, its metadata dict, or anything `load` accepts (metadata read from the
+    file). 0 = the random policy, 100 = the expert. Returns a float for a scalar `returns`,
+    else a float64 array of its shape.
+    """
+    if isinstance(dataset, Dataset):
+        metadata = dataset.metadata
+    elif isinstance(dataset, Mapping):
+        metadata = dataset
+    else:
+        metadata = load_metadata(dataset)
+    name = metadata.get("name", "dataset")
+    lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    if lo is None or hi is None:
+        raise DatasetError(f"dataset {name!r}: metadata has no 'ref_min_score' and "
+                           "'ref_max_score' (mean returns of the random and expert policies), "
+                           "so no normalized score")
+    if not np.isfinite([lo, hi]).all() or hi == lo:
+        raise DatasetError(f"dataset {name!r}: reference scores ref_min_score={lo}, "
+                           f"ref_max_score={hi} must be finite and differ")
+    score = 100.0 * (np.asarray(returns, np.float64) - float(lo)) / (float(hi) - float(lo))
+    return float(score) if score.ndim == 0 else score
+
+
+def episode_returns(arrays, *, include_unfinished: bool = False) -> np.ndarray:
+    """Undiscounted return of each episode, in order, as float64 [num_episodes].
+
+    `arrays`: a Dataset or its arrays dict (rewards, terminals, timeouts). An episode ends at a
+    row with terminals | timeouts; rows after the last end (an unfinished episode) are left
+    out unless include_unfinished.
+    """
+    if isinstance(arrays, Dataset):
+        arrays = arrays.arrays
+    rewards = np.asarray(arrays["rewards"], np.float64)
+    ends = np.asarray(arrays["terminals"], bool) | np.asarray(arrays["timeouts"], bool)
+    if include_unfinished and rewards.size and not ends[-1]:
+        ends = ends.copy()
+        ends[-1] = True
+    last = np.flatnonzero(ends)
+    if last.size == 0:
+        return np.zeros(0, np.float64)
+    starts = np.concatenate([[0], last[:-1] + 1])
+    return np.add.reduceat(rewards[:last[-1] + 1], starts)
