@@ -38,7 +38,7 @@ import difflib
 import json
 import os
 import pathlib
-import tempfile
+import secrets
 from typing import Any, Mapping
 
 import numpy as np
@@ -181,9 +181,12 @@ def save_hdf5(path, dataset: Dataset) -> pathlib.Path:
 
     The file is written to a temporary file in the same directory, flushed and fsynced, then
     renamed over `path` (os.replace), so an interrupted write leaves no file at `path` and an
-    existing file there intact. Arrays go to the root datasets KEYS (the D4RL layout), metadata
-    to root attributes (JSON text where not bool/int/float/str; their names are listed in the
-    attribute "_json_attrs").
+    existing file there intact (a killed process may leave a hidden ".<name>.*.tmp" file
+    beside it, never a partial `path`). Concurrent writers of one path each write their own
+    temporary file; the last rename wins. Arrays go to the root datasets KEYS (the D4RL
+    layout), metadata to root attributes (JSON text where not bool/int/float/str, their names
+    listed in the attribute "_json_attrs"; JSON turns tuples into lists and numpy values into
+    Python ones). Raises DatasetError for invalid arrays or metadata, writing nothing.
     """
     import h5py
 
@@ -191,10 +194,12 @@ def save_hdf5(path, dataset: Dataset) -> pathlib.Path:
     arrays = validate(dataset.arrays, source=str(path))
     attrs, json_keys = _encode_metadata(dataset.metadata, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # A fresh hidden name per writer (h5py mode "x" refuses an existing file); unlike
+    # tempfile.mkstemp's 0600, the file gets the usual permissions (umask), so a shared cache
+    # stays readable.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "x") as f:
             for key in KEYS:
                 f.create_dataset(key, data=arrays[key])
             for key, value in attrs.items():
@@ -530,10 +535,15 @@ def normalized_score(returns, dataset):
         raise DatasetError(f"dataset {name!r}: metadata has no 'ref_min_score' and "
                            "'ref_max_score' (mean returns of the random and expert policies), "
                            "so no normalized score")
+    try:
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
     if not np.isfinite([lo, hi]).all() or hi == lo:
-        raise DatasetError(f"dataset {name!r}: reference scores ref_min_score={lo}, "
-                           f"ref_max_score={hi} must be finite and differ")
-    score = 100.0 * (np.asarray(returns, np.float64) - float(lo)) / (float(hi) - float(lo))
+        raise DatasetError(f"dataset {name!r}: reference scores ref_min_score="
+                           f"{metadata['ref_min_score']!r}, ref_max_score="
+                           f"{metadata['ref_max_score']!r} must be finite numbers that differ")
+    score = 100.0 * (np.asarray(returns, np.float64) - lo) / (hi - lo)
     return float(score) if score.ndim == 0 else score
 
 

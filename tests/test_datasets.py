@@ -26,7 +26,8 @@ def make_arrays(n=12, obs_dim=3, act_dim=2, seed=0):
     timeouts = np.zeros(n, bool)
     terminals[4] = True
     timeouts[8] = True
-    return {"observations": obs[:-1].copy(), "actions": rng.uniform(-2, 2, (n, act_dim)).astype(np.float32),
+    return {"observations": obs[:-1].copy(),
+            "actions": rng.uniform(-2, 2, (n, act_dim)).astype(np.float32),
             "rewards": rng.normal(size=n).astype(np.float32), "next_observations": obs[1:].copy(),
             "terminals": terminals, "timeouts": timeouts}
 
@@ -53,8 +54,9 @@ def test_names_parse_and_cache_path(cache):
     names = ds.dataset_names()
     assert len(names) == len(ds.ENVS) * len(ds.KINDS) == 10
     assert "pendulum-medium-replay-v0" in names
-    assert ds.parse_name("pendulum-medium-replay-v0") == ("pendulum", "Pendulum-v1", "medium-replay")
-    assert ds.parse_name("pendulum-medium-expert-v0") == ("pendulum", "Pendulum-v1", "medium-expert")
+    assert ds.parse_name("pendulum-medium-replay-v0") == ("pendulum", "Pendulum-v1",
+                                                          "medium-replay")
+    assert ds.parse_name("pendulum-expert-v0") == ("pendulum", "Pendulum-v1", "expert")
     assert ds.cache_dir() == cache and cache.is_dir()
     assert ds.dataset_path("pendulum-random-v0") == cache / "pendulum-random-v0.hdf5"
     with pytest.raises(ds.DatasetError, match="did you mean 'pendulum-medium-v0'") as e:
@@ -83,6 +85,9 @@ def test_round_trip_is_bit_identical(tmp_path):
     assert (loaded.size, loaded.obs_dim, loaded.action_dim) == (12, 3, 2)
     assert ds.load_metadata(path) == METADATA
     assert os.listdir(tmp_path) == ["d.hdf5"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any new file
 
 
 def test_file_is_d4rl_layout(tmp_path):
@@ -99,8 +104,10 @@ def test_file_is_d4rl_layout(tmp_path):
 def test_save_casts_to_canonical_dtypes(tmp_path):
     arrays = make_arrays()
     arrays = {**arrays, "observations": arrays["observations"].astype(np.float64),
-              "terminals": arrays["terminals"].astype(np.float32), "timeouts": arrays["timeouts"].astype(int)}
-    loaded = ds.load_hdf5(ds.save_hdf5(tmp_path / "d.h5", ds.Dataset(arrays, {"np": np.float32(1.5)})))
+              "terminals": arrays["terminals"].astype(np.float32),
+              "timeouts": arrays["timeouts"].astype(int)}
+    path = ds.save_hdf5(tmp_path / "d.h5", ds.Dataset(arrays, {"np": np.float32(1.5)}))
+    loaded = ds.load_hdf5(path)
     assert loaded.arrays["observations"].dtype == np.float32
     assert loaded.arrays["terminals"].dtype == bool and loaded.arrays["terminals"][4]
     assert loaded.arrays["timeouts"].dtype == bool and loaded.arrays["timeouts"].sum() == 1
@@ -117,7 +124,8 @@ def test_tiny_pendulum_round_trip_and_returns(tmp_path):
     assert loaded.metadata == data.metadata
     returns = ds.episode_returns(loaded)
     assert returns.shape == (40,)  # every episode ends by timeout at step 200
-    np.testing.assert_allclose(returns, data.arrays["rewards"].astype(np.float64).reshape(40, 200).sum(1))
+    by_episode = data.arrays["rewards"].astype(np.float64).reshape(40, 200)
+    np.testing.assert_allclose(returns, by_episode.sum(1))
     # the scripted controller episodes beat the random ones (first 25%) by far
     assert returns[10:].mean() > returns[:10].mean() + 500
 
@@ -176,12 +184,17 @@ def test_validate_message_format():
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("actions"), r"missing key\(s\) \['actions'\]"),
     (lambda a: a.update(terminals=a["terminals"][:-2]), "key 'terminals' has 10 rows, expected 12"),
-    (lambda a: a.update(rewards=a["rewards"][:, None]), r"key 'rewards' has shape \(12, 1\) \(rank 2\), expected rank 1"),
-    (lambda a: a.update(observations=a["observations"][:, 0]), "key 'observations' .* expected rank 2"),
-    (lambda a: a.update(next_observations=a["next_observations"][:, :2]), "'next_observations' has shape \\(12, 2\\), expected \\(12, 3\\)"),
+    (lambda a: a.update(rewards=a["rewards"][:, None]),
+     r"key 'rewards' has shape \(12, 1\) \(rank 2\), expected rank 1"),
+    (lambda a: a.update(observations=a["observations"][:, 0]),
+     "key 'observations' .* expected rank 2"),
+    (lambda a: a.update(next_observations=a["next_observations"][:, :2]),
+     r"'next_observations' has shape \(12, 2\), expected \(12, 3\)"),
     (lambda a: a["rewards"].__setitem__(5, np.nan), "key 'rewards' has 1 non-finite value.*row 5"),
-    (lambda a: a["next_observations"].__setitem__((7, 1), np.inf), "key 'next_observations' has 1 non-finite.*row 7"),
-    (lambda a: a.update(actions=np.array([[b"a", b"b"]] * 12)), r"key 'actions' has dtype \|S1, expected numbers"),
+    (lambda a: a["next_observations"].__setitem__((7, 1), np.inf),
+     "key 'next_observations' has 1 non-finite.*row 7"),
+    (lambda a: a.update(actions=np.array([[b"a", b"b"]] * 12)),
+     r"key 'actions' has dtype \|S1, expected numbers"),
 ])
 def test_load_hdf5_errors_name_file_key_and_problem(tmp_path, change, message):
     arrays = make_arrays()
@@ -226,7 +239,8 @@ def test_missing_cached_dataset_names_the_generate_command(cache):
 def test_registered_name_loads_from_cache():
     arrays = make_arrays()
     ds.save_hdf5(ds.dataset_path("pendulum-random-v0"), ds.Dataset(arrays, METADATA))
-    np.testing.assert_array_equal(ds.load("pendulum-random-v0").arrays["actions"], arrays["actions"])
+    loaded = ds.load("pendulum-random-v0")
+    np.testing.assert_array_equal(loaded.arrays["actions"], arrays["actions"])
 
 
 # ----------------------------------------------------------------------------- D4RL files
@@ -256,7 +270,8 @@ def test_d4rl_file_without_next_observations_or_timeouts(tmp_path):
     # rows 0..3 kept (the last row has no successor); the row before the dropped one ends
     # its episode by timeout
     np.testing.assert_array_equal(loaded.arrays["observations"], obs[:4])
-    np.testing.assert_array_equal(loaded.arrays["next_observations"], [[1, 10], [2, 20], [3, 30], [4, 40]])
+    np.testing.assert_array_equal(loaded.arrays["next_observations"],
+                                  [[1, 10], [2, 20], [3, 30], [4, 40]])
     np.testing.assert_array_equal(loaded.arrays["rewards"], [1, 2, 3, 4])
     np.testing.assert_array_equal(loaded.arrays["terminals"], [False, True, False, False])
     np.testing.assert_array_equal(loaded.arrays["timeouts"], [False, False, False, True])
@@ -349,12 +364,14 @@ def test_minari_directory(tmp_path):
 
 
 def test_minari_errors(tmp_path):
-    with pytest.raises(ds.DatasetError, match="Minari dataset 'absent-v0' not found.*minari/absent-v0/data"):
+    with pytest.raises(ds.DatasetError,
+                       match="Minari dataset 'absent-v0' not found.*minari/absent-v0/data"):
         ds.load("minari:absent-v0")
     ep = minari_episode(0, 3, True)
     ep["observations"] = ep["observations"][:-1]
     write_minari(tmp_path / "m", "short-v0", [ep])
-    with pytest.raises(ds.DatasetError, match=r"episode_0/observations has shape \(3, 3\), expected 4 rows"):
+    with pytest.raises(ds.DatasetError,
+                       match=r"episode_0/observations has shape \(3, 3\), expected 4 rows"):
         ds.load_minari("short-v0", root=tmp_path / "m")
     data = write_minari(tmp_path / "m", "dict-v0", [minari_episode(0, 2, True)])
     with h5py.File(data / "main_data.hdf5", "a") as f:
@@ -381,8 +398,10 @@ def test_normalized_score_hand_numbers():
     assert ds.normalized_score(-700.0, ds.Dataset(make_arrays(), meta)) == 50.0
     with pytest.raises(ds.DatasetError, match="'q': metadata has no 'ref_min_score'"):
         ds.normalized_score(1.0, {"name": "q", "ref_max_score": 1.0})
-    with pytest.raises(ds.DatasetError, match="must be finite and differ"):
+    with pytest.raises(ds.DatasetError, match="must be finite numbers that differ"):
         ds.normalized_score(1.0, {"ref_min_score": 1.0, "ref_max_score": 1.0})
+    with pytest.raises(ds.DatasetError, match="ref_min_score='low'"):
+        ds.normalized_score(1.0, {"ref_min_score": "low", "ref_max_score": 1.0})
 
 
 def test_normalized_score_of_registered_name_reads_the_cache():
@@ -396,7 +415,8 @@ def test_episode_returns_hand_case():
               "terminals": np.array([0, 1, 0, 0, 0, 0, 0], bool),
               "timeouts": np.array([0, 0, 0, 0, 1, 0, 0], bool)}
     np.testing.assert_array_equal(ds.episode_returns(arrays), [3.0, 12.0])
-    np.testing.assert_array_equal(ds.episode_returns(arrays, include_unfinished=True), [3.0, 12.0, 13.0])
+    np.testing.assert_array_equal(ds.episode_returns(arrays, include_unfinished=True),
+                                  [3.0, 12.0, 13.0])
     arrays["timeouts"][-1] = True
     np.testing.assert_array_equal(ds.episode_returns(arrays), [3.0, 12.0, 13.0])
     assert ds.episode_returns({k: v[:1] for k, v in arrays.items()}).shape == (0,)
