@@ -42,6 +42,9 @@ def test_make_task_errors_name_the_problem():
     wrong = Dataset({**ds.arrays, "actions": np.zeros((ds.size, 2), np.float32)}, ds.metadata)
     with pytest.raises(ValueError, match=r"actions have shape \(2,\).*Pendulum-v1.*\(1,\)"):
         common.make_task(wrong, _config())
+    no_ref = Dataset(ds.arrays, {k: v for k, v in ds.metadata.items() if k != "ref_max_score"})
+    with pytest.raises(ValueError, match="no ref_max_score"):
+        common.make_task(no_ref, _config())
     no_env = Dataset(ds.arrays, {**ds.metadata, "env": None})
     with pytest.raises(ValueError, match="names no environment"):
         common.make_task(no_env, _config())

@@ -82,6 +82,11 @@ def make_task(dataset, config) -> OfflineTask:
     if not env_name:
         raise ValueError(f"dataset {meta.get('name', '?')!r} names no environment in its "
                          "metadata ('env'); offline algorithms evaluate in that gymnax env")
+    missing = [k for k in ("ref_min_score", "ref_max_score") if meta.get(k) is None]
+    if missing:
+        raise ValueError(f"dataset {meta.get('name', '?')!r} has no {' / '.join(missing)} in its "
+                         "metadata: the D4RL normalized score needs the random and expert "
+                         "reference returns of its environment")
     options = dict(meta.get("env_options") or {})
     if "env" in config:
         options.update({k: v for k, v in dict(config.env).items()
