@@ -20,8 +20,11 @@ scaled down to minutes on a CPU:
   3. medium  = the snapshot "trained to about a third of the expert" (D4RL): in normalized
      score S_k = 100 (R_k - R_random) / (R_expert - R_random), with R_k the STOCHASTIC policy's
      evaluation return (the policy that collects the data, so the data lands near the target;
-     the deterministic return is recorded too) and R_random / R_expert the random data's and
-     the final snapshot's returns, medium is the FIRST snapshot before the final one with
+     the deterministic return is recorded too) and R_random / R_expert the returns of uniform
+     random actions and of the final snapshot, all three on the same evaluation episodes
+     (common random numbers: the environment's random goals and starts are shared, so the
+     comparison is not swamped by episode-to-episode variance), medium is the FIRST snapshot
+     before the final one with
      |S_k - medium_score| <= medium_tolerance (33.3 +- 10 by default), else the snapshot with
      S_k closest to medium_score (the earliest on ties). See `select_medium`.
   4. random  = uniform random actions in the action box (D4RL used a randomly initialised
@@ -103,7 +106,7 @@ GENERATION: dict[str, dict[str, Any]] = {
         "total_timesteps": 40_000,
         "snapshot_every": 500,
         "episodes": {"random": 200, "medium": 200, "expert": 200},  # 100k transitions each
-        "eval_episodes": 20,
+        "eval_episodes": 50,
         "medium_score": 100.0 / 3.0,
         "medium_tolerance": 10.0,
     },
@@ -453,10 +456,13 @@ def generate(prefix: str, *, seed: int = 0, progress: bool = True,
                     sampled_return=snapshots[-1]["sampled_return"])
         buffer = jax.device_get(state.buffer.data)
 
-        # medium: the first snapshot near a third of the way from random to the final policy.
+        # medium: the first snapshot near a third of the way from random to the final policy,
+        # all evaluated on the same episodes (k_eval).
+        r_random_eval = _mean_return(flatten_episodes(prog.rollout(
+            k_eval, None, num_episodes=int(settings["eval_episodes"]), mode="random")))
         r_final = snapshots[-1]["sampled_return"]
-        span = r_final - r_random if r_final != r_random else 1.0
-        scores = [100.0 * (s["sampled_return"] - r_random) / span for s in snapshots]
+        span = r_final - r_random_eval if r_final != r_random_eval else 1.0
+        scores = [100.0 * (s["sampled_return"] - r_random_eval) / span for s in snapshots]
         candidates = scores[:-1] if len(scores) > 1 else scores
         m = select_medium(candidates, float(settings["medium_score"]),
                           float(settings["medium_tolerance"]))
@@ -488,8 +494,10 @@ def generate(prefix: str, *, seed: int = 0, progress: bool = True,
             "algorithm": "sac", "settings": settings, "sac_config": _config_dict(config),
             "medium_rule": (f"first snapshot before the final one whose stochastic-policy "
                             f"normalized score is within {settings['medium_tolerance']} of "
-                            f"{settings['medium_score']:.4g}, else the closest (random = random "
-                            f"data, expert = final snapshot)"),
+                            f"{settings['medium_score']:.4g}, else the closest (random = uniform "
+                            f"actions and expert = final snapshot on the same evaluation "
+                            f"episodes)"),
+            "eval_random_return": r_random_eval,
             "medium_snapshot": snap_info(medium, m),
             "expert_snapshot": snap_info(expert, len(snapshots) - 1),
             "replay_transitions": int(end), "replay_last_episode_partial": bool(replay_partial),
