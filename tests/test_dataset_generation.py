@@ -19,7 +19,6 @@ from envs import datasets as dl
 from launch import datasets as gen
 
 EPISODE = 50
-# eval_episodes == episodes["random"]: the random-policy evaluation reuses that compiled rollout.
 TINY = {"env_options": {"max_steps_in_episode": EPISODE},
         "sac": {"hidden_sizes": (8, 8), "batch_size": 32, "learning_starts": 200},
         "total_timesteps": 600, "snapshot_every": 100,
@@ -148,12 +147,13 @@ def test_medium_snapshot_follows_the_documented_rule(generated):
     g = meta["generator"]
     curve = g["curve"]
     assert curve["env_steps"] == list(range(200, 601, 100))
-    r_random, r_final = g["eval_random_return"], curve["sampled_return"][-1]
-    scores = 100.0 * (np.array(curve["sampled_return"]) - r_random) / (r_final - r_random)
+    scores = dl.normalized_score(np.array(curve["sampled_return"]), meta)
     k = gen.select_medium(scores[:-1], 100.0 / 3.0, 10.0)
     assert g["medium_snapshot"]["index"] == k
     assert g["medium_snapshot"]["env_steps"] == curve["env_steps"][k]
     assert g["medium_snapshot"]["normalized"] == pytest.approx(scores[k])
+    # The snapshot was judged on the very episodes of the medium data.
+    assert meta["behaviour_return"] == pytest.approx(curve["sampled_return"][k], rel=1e-5)
     assert g["expert_snapshot"]["env_steps"] == 600
     # medium-replay: the buffer up to the medium snapshot, whole episodes only.
     replay = data["pendulum-medium-replay-v0"]
