@@ -17,6 +17,10 @@ makes the gradients point apart, so the ensemble disagrees, and the minimum fall
 away from the data: a handful of critics does what SAC-N needs hundreds for. Actor,
 temperature and targets are SAC-N's.
 
+With one action dimension the unit gradients are +-1: the penalty only counts sign
+disagreements and its derivative w.r.t. the gradients vanishes (up to eps), so EDAC trains
+exactly like SAC-N (e.g. on Pendulum); it needs |A| >= 2 to act.
+
 Implementation: `ensemble_action_gradients` evaluates every member at the batch and
 differentiates it w.r.t. the action in one vmapped pass that also yields the Q-values of the
 Bellman error; the parameter gradient of the penalty is a second-order derivative (reverse
