@@ -40,8 +40,8 @@ first end in one jitted scan. Actions are stored in ENVIRONMENT units, center + 
 not terminated (episode ends that bootstrap), `next_observations` = the true next observation,
 also at the end of an episode (gymnax's pre-reset `info["final_observation"]`, which SAC's
 replay buffer stores as well). Replay-buffer episode ends are recovered from the buffer order:
-an episode ended at i if terminated[i] or next_obs[i] != obs[i + 1] (an auto-reset); see
-`replay_episode_ends`.
+an episode ended at i if terminated[i] or next_obs[i] differs from obs[i + 1] beyond rounding
+(an auto-reset); see `replay_episode_ends`.
 
 References: ref_min_score = the random data's mean episode return (uniform random policy,
 `episodes["random"]` episodes), ref_max_score = the expert data's mean episode return, shared by
@@ -444,6 +444,8 @@ def generate(prefix: str, *, seed: int = 0, progress: bool = True,
         def snapshot(state):
             det, sto = jax.device_get(prog.evaluate(state.actor_params, k_eval, k_medium))
             steps = int(config.learning_starts) + int(state.step) * int(config.num_steps)
+            # Steps into the episode still running (envs.wrappers.EpisodeStats, one env):
+            # the replay data is cut before it.
             partial = int(np.asarray(state.env_state.episode_length)[0])
             snapshots.append({"env_steps": steps, "partial_episode": partial,
                               "eval_return": float(det), "sampled_return": float(sto),
