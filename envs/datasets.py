@@ -48,7 +48,8 @@ KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", 
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 # Dataset prefix -> gymnax environment id; registered names are f"{prefix}-{kind}-v0".
-ENVS: dict[str, str] = {"pendulum": "Pendulum-v1", "reacher": "Reacher-misc"}
+ENVS: dict[str, str] = {"pendulum": "Pendulum-v1", "swimmer": "Swimmer-misc",
+                        "reacher": "Reacher-misc"}
 
 # key -> (rank, dtype) of the canonical arrays.
 _SPEC = {"observations": (2, np.float32), "actions": (2, np.float32),

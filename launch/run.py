@@ -1,7 +1,9 @@
 r"""Train any registered algorithm: `python -m launch.run --algo=NAME [--env=ENV] [flags]`.
 
 Examples:
-  python -m launch.run                                   # value iteration on the book's grid
+  python -m launch.run --algo=iql                        # IQL on pendulum-medium-v0
+  python -m launch.run --algo=cql --dataset=reacher-medium-v0 --num_seeds=5
+  python -m launch.run --algo=value_iteration            # the book's grid world
   python -m launch.run --algo=q_learning --num_seeds=8
   python -m launch.run --algo=value_iteration --config.gamma=0.5 --config.env.r_forbidden=-10
   python -m launch.run --algo=sarsa --config.env.layout='..T/.#./...' --config.env.slip_prob=0.1
@@ -97,8 +99,11 @@ flags.DEFINE_enum("algo", DEFAULT_ALGO, registry.names(),
                   "Algorithm to train. One of: " + ", ".join(registry.names()))
 flags.DEFINE_string("env", None, "Environment (default: the algorithm's). Our grid worlds "
                     "(gridworld, gridworld-walls, gridworld-episodic) or any gymnax id.")
-flags.DEFINE_string("dataset", None, "Dataset for algorithms trained on data (diffusion models; "
-                    "default: the algorithm's DEFAULT_DATASET).")
+flags.DEFINE_string("dataset", None, "Dataset for algorithms trained on data (default: the "
+                    "algorithm's DEFAULT_DATASET). Offline RL: a generated name such as "
+                    "pendulum-medium-v0 (made on first use, see `python -m launch.datasets "
+                    "--list`), a D4RL-format .hdf5 path or minari:<id>; diffusion models: moons, "
+                    "8gaussians, swissroll, digits.")
 flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped program.")
 flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
@@ -137,6 +142,24 @@ def parse_sweep(text: str | None) -> dict[str, list[float]] | None:
     return sweep
 
 
+def _is_offline(algo) -> bool:
+    return algo.__name__.startswith("algorithms.offline.")
+
+
+def _prepare_offline_dataset(name: str) -> str:
+    """A generated dataset's name is made (and cached) on first use; paths pass through."""
+    from envs import datasets as datasets_lib
+    if name.endswith((".hdf5", ".h5")) or name.startswith("minari:"):
+        return name
+    datasets_lib.parse_name(name)  # unknown names fail here, listing the valid ones
+    if not os.path.exists(datasets_lib.dataset_path(name)):
+        from launch import datasets as generation
+        print(f"Dataset {name} is not in {datasets_lib.cache_dir()} yet: generating it "
+              "(behaviour policies trained by SAC; done once, then cached).")
+        generation.ensure(name, progress=FLAGS.progress)
+    return name
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -153,10 +176,16 @@ def main(argv):
     dataset = FLAGS.dataset or getattr(algo, "DEFAULT_DATASET", None)
     if FLAGS.dataset and not hasattr(algo, "make_task"):
         _fail(f"algorithm {algo_name!r} does not train on a dataset; drop --dataset")
+    if FLAGS.env and _is_offline(algo):
+        _fail(f"offline algorithm {algo_name!r} learns from --dataset and is evaluated in that "
+              f"dataset's environment; drop --env (datasets: python -m launch.datasets --list)")
     try:
         if dataset is not None:  # trained on data: the algorithm builds its task
+            if _is_offline(algo):
+                dataset = _prepare_offline_dataset(dataset)
             env, task = None, algo.make_task(dataset, config)
-            env_name = dataset
+            env_name = os.path.splitext(os.path.basename(dataset))[0] \
+                if dataset.endswith((".hdf5", ".h5")) else dataset.replace(":", "-")
         elif env_name is None:
             env, task = None, None
         else:
@@ -186,6 +215,8 @@ def main(argv):
     n = FLAGS.num_seeds
     for i, member in enumerate(members):
         rows = {k: v[i * n:(i + 1) * n] for k, v in result.final.items()}
+        if "eval/normalized_score" in rows:  # offline RL: the D4RL score first
+            rows = {"eval/normalized_score": rows.pop("eval/normalized_score"), **rows}
         which = f" for {member}" if member else ""
         print(report.format_table(rows, title=f"\nFinal metrics after {result.step} updates"
                                               f"{which} (mean and 95% bootstrap CI over seeds)"))

@@ -25,7 +25,7 @@ from algorithms.core.evaluation import evaluate_episodes
 from envs import datasets as datasets_lib
 
 # The quick default: generated on first use by `launch.datasets` (SAC behaviour policy).
-DEFAULT_DATASET = "pendulum-medium-replay-v0"
+DEFAULT_DATASET = "pendulum-medium-v0"
 
 
 class OfflineTask(NamedTuple):
