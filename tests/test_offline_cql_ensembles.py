@@ -216,18 +216,45 @@ def test_cql_lagrange_vmap_equals_loop_and_alpha_prime_follows_the_gap(pendulum_
     seeds run one at a time (conftest.run_updates, keys from runner.seed_keys)."""
     from conftest import run_updates
     config = cql.default_config()
-    config.update(hidden_sizes=(32, 32), batch_size=64, cql_n_actions=2, lagrange=True,
-                  target_action_gap=-10.0, num_updates=2, steps_per_update=20, log_every=2,
+    config.update(hidden_sizes=(16, 16), batch_size=32, cql_n_actions=2, lagrange=True,
+                  target_action_gap=-10.0, num_updates=2, steps_per_update=10, log_every=2,
                   eval_every=2, eval_episodes=1)
     task = common.make_task(pendulum_data, config)
     result = runner.train(cql, config, task, num_seeds=2, progress=False,
                           sweep={"target_action_gap": [-10.0, 100.0]})
     log_alpha_prime = np.asarray(result.state.log_alpha_prime)
-    assert np.all(log_alpha_prime[:2] > 0.01) and np.all(log_alpha_prime[2:] < -0.01), \
-        log_alpha_prime
+    # Adam moves log alpha' by about critic_lr = 3e-4 per step: +-0.006 after 20 steps when
+    # every step goes the same way.
+    np.testing.assert_allclose(log_alpha_prime, [0.006, 0.006, -0.006, -0.006], rtol=0.05)
     for i, key in enumerate(runner.seed_keys(0, 2)):
         single, _ = run_updates(cql, config, task, key, 2)
         for a, b in zip(_leaves(single), _leaves(_member(result.state, i))):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(_leaves(result.state.actor_params)[0][0],
                            _leaves(result.state.actor_params)[0][1])  # seeds differ
+
+
+# Short learning runs: hidden 64x64, batch 256, Adam 1e-3 (the defaults' 3e-4 / 1e-4 need
+# several times more steps on Pendulum), N = 4 critics, CQL with 2 sampled actions per proposal,
+# 2500 gradient steps, 2 seeds, 10 evaluation episodes. Normalized score 0 = uniform random
+# torques, 100 = the scripted controller. Measured with these keys (normalized score per seed at
+# 2000 / 2500 / 3000 steps): SAC-N [83, 69] / [76, 94] / [71, 94]; EDAC [78, 71] / [94, 93] /
+# [31, 81]; CQL [70, 103] / [38, 96] / [22, 94]. Q-learning on this data is chaotic from one
+# evaluation to the next (EDAC equals SAC-N on a 1-D action space up to round-off, yet their
+# seeds part by 50 points at 3000 steps), so the test asks for a mean over the seeds of 20:
+# well above random, and at least 35 points below every measured mean from 2000 steps on.
+LEARN_STEPS = 2500
+LEARN = [(sac_n, dict(num_critics=4, lr=1e-3)),
+         (edac, dict(num_critics=4, lr=1e-3)),
+         (cql, dict(cql_n_actions=2, actor_lr=1e-3, critic_lr=1e-3))]
+
+
+@pytest.mark.parametrize("algo, overrides", LEARN, ids=["sac_n", "edac", "cql"])
+def test_short_run_beats_random(algo, overrides, pendulum_data):
+    config = algo.default_config()
+    config.update(hidden_sizes=(64, 64), num_updates=1, steps_per_update=LEARN_STEPS,
+                  log_every=1, eval_every=1, eval_episodes=10, **overrides)
+    task = common.make_task(pendulum_data, config)
+    result = runner.train(algo, config, task, num_seeds=2, progress=False)
+    scores = result.final["eval/normalized_score"]
+    assert np.all(np.isfinite(scores)) and scores.mean() > 20.0, scores
