@@ -1,10 +1,11 @@
 """Advantage-weighted actor-critic (AWAC).
 
 Nair, Gupta, Dalal, Levine (2020), "AWAC: Accelerating Online Reinforcement Learning with Offline
-Datasets", arXiv:2006.09359: Sec. 3.2 (off-policy critic, Eq. 4-5 / Algorithm 1), Sec. 3.3 (the
-KL-constrained policy improvement, Eq. 9-13), and the authors' rlkit code (`awac_trainer.py`,
-offline MuJoCo settings); hyperparameters of the offline D4RL locomotion runs from CORL
-(Tarasov et al. 2022, `algorithms/offline/awac.py`, `configs/offline/awac/*`).
+Datasets", arXiv:2006.09359: Algorithm 1 (off-policy policy evaluation of Q^pi by TD, and the
+KL-constrained policy improvement of Eq. 9-13: constrained problem, its closed form, the KL
+projection and the weighted maximum-likelihood update), and the authors' rlkit code
+(`awac_trainer.py`, offline MuJoCo settings); hyperparameters of the offline D4RL locomotion runs
+from CORL (Tarasov et al. 2022, `algorithms/offline/awac.py`, `configs/offline/awac/*`).
 
 Policy improvement under a KL constraint to the behaviour policy (Eq. 9-10) has the closed form
 pi*(a|s) ∝ pi_beta(a|s) exp(A(s, a) / lambda) (Eq. 11); projecting it onto the policy class by
@@ -12,14 +13,14 @@ KL (Eq. 12) with samples of the dataset gives weighted maximum likelihood (Eq. 1
 
     actor   L(phi)   = -E_{(s,a)~D}[ log pi_phi(a|s) min(exp(A(s, a) / lambda), 100) ]
             A(s, a)  = min_j Q_j(s, a) - min_j Q_j(s, a_pi),  a_pi ~ pi(.|s)
-    critics L(theta) = E[ sum_i (Q_i(s, a) - y)^2 ],  y = r + gamma (1 - terminal) min_j Q'_j(s', a'),
-            a' ~ pi(.|s')                                   (Eq. 4-5: TD for Q^pi, not Q*)
+    critics L(theta) = E[ sum_i (Q_i(s, a) - y)^2 ],
+            y = r + gamma (1 - terminal) min_j Q'_j(s', a'),  a' ~ pi(.|s')   (TD for Q^pi)
     targets theta' <- tau theta + (1 - tau) theta'
 
 Choices, each as in the authors' rlkit trainer unless noted:
 * V^pi(s) = E_{a~pi}[Q(s, a)] is estimated with ONE sampled action (rlkit's default,
   `awr_use_mle_for_vf=False`; CORL the same), not the mean action.
-* The normaliser Z(s) of Eq. 11 is dropped (Sec. 3.3 / Eq. 13); the weights are clipped at 100
+* The normaliser Z(s) of Eq. 11 is dropped (Eq. 13); the weights are clipped at 100
   (CORL's `exp_adv_max`) and NOT normalised over the batch (CORL; rlkit's option
   `normalize_over_batch` would use a softmax over the batch instead).
 * lambda = 1/3 (CORL's locomotion configs `awac_lambda: 0.3333`; its code default and rlkit's
@@ -145,7 +146,7 @@ def update(state: State, config, task):
         k_next, k_pi = jax.random.split(key)
         obs, actions = batch["obs"], batch["action"]
 
-        # Critics (Eq. 4-5): TD towards Q^pi with a' ~ pi(.|s').
+        # Critics: TD towards Q^pi with a' ~ pi(.|s') (policy evaluation of Algorithm 1).
         next_mean, log_std = actor.apply(state.actor_params, batch["next_obs"])
         next_q = critic.apply(state.target_critic_params, batch["next_obs"],
                               _sample(k_next, next_mean, log_std))

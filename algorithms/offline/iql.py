@@ -49,7 +49,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
 from algorithms.core.networks import MLP, QEnsemble, ValueNet

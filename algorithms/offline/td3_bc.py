@@ -1,14 +1,15 @@
 """TD3+BC: TD3 whose actor also regresses the dataset's actions.
 
 Fujimoto, Gu (2021), "A Minimalist Approach to Offline Reinforcement Learning", NeurIPS,
-arXiv:2106.06860: Eq. 3 (the actor objective), Eq. 4 (state normalisation), Sec. 5 and App. C
-(hyperparameters), and the authors' code (github.com/sfujimoto/TD3_BC, `TD3_BC.py`).
+arXiv:2106.06860: Sec. 4, Eq. 3-5 (the actor objective, its lambda, state normalisation),
+Sec. 5 and the appendix (hyperparameters), and the authors' code (github.com/sfujimoto/TD3_BC,
+`TD3_BC.py`).
 
 TD3 (Fujimoto et al. 2018; `algorithms.online.td3`) with two changes:
 
     actor   pi = argmax_pi E_{(s,a)~D}[ lambda Q_1(s, pi(s)) - (pi(s) - a)^2 ],      (Eq. 3)
             lambda = alpha / ( (1/N) sum_i |Q_1(s_i, pi(s_i))| )   (no gradient through lambda)
-    states  s <- (s - mu) / (sigma + 1e-3), the dataset's mean and std   (Eq. 4; common.py)
+    states  s <- (s - mu) / (sigma + 1e-3), the dataset's mean and std   (common.py)
 
 The critics are TD3's unchanged: clipped double Q-learning with target policy smoothing
 (noise 0.2 clipped at 0.5, in units of max_action) and Polyak targets; the actor and the targets
