@@ -35,6 +35,13 @@ Choices, each as in the authors' rlkit trainer unless noted:
   tanh(MLP(s)) and a state-independent log std clipped to [-5, 2]; sampled actions are clipped to
   [-1, 1] (CORL). CORL's mean is not squashed and its networks have three hidden layers; ours
   use `hidden_sizes` (256-256) for all networks. Evaluation acts with the mean.
+
+On the tiny Pendulum test data (8000 transitions, 64-64 nets) AWAC peaks after ~2k gradient
+steps (normalized ~60) and then falls below the random policy by ~10k: near the upright state
+the data hold only the controller's actions, the critics overestimate Q at actions outside them,
+and the target's sampled a' carry the error on (q_mean turned positive by 20k steps although
+every reward is negative). The TD target queries the policy's own actions, which is the
+extrapolation error that IQL avoids and TD3+BC's BC term limits.
 """
 from __future__ import annotations
 
