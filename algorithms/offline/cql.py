@@ -20,7 +20,7 @@ scale of the Lagrange threshold below). The sampled actions are constants (no gr
 the policy). All 1 + 3N actions per state go through the critic ensemble in ONE call.
 
 Two ways to weight the penalty:
-  fixed     alpha = cql_alpha (the paper's Gym setting).
+  fixed     alpha = cql_alpha (the default, as in young-geng/CQL's and CORL's Gym runs).
   Lagrange  (`lagrange=True`, App. F / Eq. 30): min_Q max_{alpha' >= 0} alpha' (gap - tau) + ...,
             gap = logsumexp - Q(s, a_data), tau = target_action_gap; log alpha' is trained by
             gradient ascent (`cql_lagrange_loss`), so alpha' grows while the gap exceeds tau and
@@ -28,8 +28,9 @@ Two ways to weight the penalty:
 
 Policy and temperature are SAC's (sac_actor_loss with the minimum of the two critics,
 sac_alpha_loss); the backup omits the entropy term by default ("deterministic backup", the
-authors' default, Sec. 3.2 / their Eq. 3). The shared fused step is sac_n.sac_step with two
-critics and this penalty as its critic regulariser.
+authors' default: "it does not backup entropy in the Q-function, as per Equation 3"). The
+shared fused step is sac_n.sac_step with two critics and this penalty as its critic
+regulariser.
 """
 from __future__ import annotations
 
@@ -107,10 +108,12 @@ class State(sac_n.State):
 
 
 def default_config():
-    """The authors' Gym-MuJoCo CQL(H) (aviralkumar2907/CQL `d4rl/examples/cql_mujoco_new.py`):
-    fixed alpha (no Lagrange) with min_q_weight "5.0 or 10.0" -> 5.0 (also young-geng/CQL's
-    JAX default; CORL uses 10.0), 10 sampled actions per proposal, deterministic backup,
+    """CQL(H) for Gym-MuJoCo after the authors' launcher (aviralkumar2907/CQL,
+    `d4rl/examples/cql_mujoco_new.py`): 10 sampled actions per proposal, deterministic backup,
     critic Adam 3e-4, policy (and temperature) Adam 1e-4, tau 5e-3, batch 256, initial alpha 1.
+    Penalty weight: fixed alpha = 5.0, the launcher's "set to 5.0 or 10.0 if not using
+    lagrange" and young-geng/CQL's JAX reproduction (CORL: 10.0); the launcher itself
+    defaults to the Lagrange form with tau = 5.0 (kept here as target_action_gap).
     Not copied: their 40k-step behaviour-cloning warm start of the policy (the authors note
     "not much difference"; CORL's default is 0 steps) and three hidden layers (the project's
     256x256 here; set hidden_sizes=(256, 256, 256) to match)."""
@@ -125,7 +128,7 @@ def default_config():
     c.cql_alpha = 5.0  # fixed penalty weight (unused when lagrange=True)
     c.cql_n_actions = 10  # N per proposal: 3N sampled actions per state
     c.lagrange = False  # True: alpha' tuned to keep the gap at target_action_gap
-    c.target_action_gap = 5.0  # tau (authors' lagrange_thresh default; 10 for AntMaze)
+    c.target_action_gap = 5.0  # tau (the authors' lagrange_thresh default)
     c.init_alpha_prime = 1.0  # exp(0), the authors' initial log alpha' = 0
     return c
 
