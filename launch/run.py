@@ -26,7 +26,7 @@ from ml_collections import ConfigDict, config_flags
 import envs
 from launch import registry
 
-DEFAULT_ALGO = "value_iteration"
+DEFAULT_ALGO = "iql"
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:

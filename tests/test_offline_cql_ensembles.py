@@ -247,12 +247,14 @@ def test_cql_lagrange_vmap_equals_loop_and_alpha_prime_follows_the_gap(pendulum_
 # 2000 steps on. (With the defaults' Adam 3e-4 all three peak near 2000 steps and fall back
 # below random by 4000; with batch 128 EDAC's mean at 3000 steps was 16.)
 LEARN_STEPS = 2500
-LEARN = [(sac_n, dict(num_critics=4, lr=1e-3)),
-         (edac, dict(num_critics=4, lr=1e-3)),
-         (cql, dict(cql_n_actions=2, actor_lr=1e-3, critic_lr=1e-3))]
+# SAC-N's run is `slow`: on Pendulum's 1-D actions EDAC's step is SAC-N's step (the diversity
+# term has no gradient), so the default suite's EDAC run already covers it.
+LEARN = [pytest.param(sac_n, dict(num_critics=4, lr=1e-3), marks=pytest.mark.slow, id="sac_n"),
+         pytest.param(edac, dict(num_critics=4, lr=1e-3), id="edac"),
+         pytest.param(cql, dict(cql_n_actions=2, actor_lr=1e-3, critic_lr=1e-3), id="cql")]
 
 
-@pytest.mark.parametrize("algo, overrides", LEARN, ids=["sac_n", "edac", "cql"])
+@pytest.mark.parametrize("algo, overrides", LEARN)
 def test_short_run_beats_random(algo, overrides, pendulum_data):
     config = algo.default_config()
     config.update(hidden_sizes=(64, 64), num_updates=1, steps_per_update=LEARN_STEPS,
