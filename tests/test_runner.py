@@ -184,8 +184,14 @@ def _cli(*args):
     (["--config.env.r_forbiden=-10"], ["r_forbiden"]),
     (["--env=CartPole-v1"], ["needs an exact tabular model", "gridworld"]),
     (["--config.env.layout=..x/..T"], ["unknown layout characters", "'x'"]),
+    (["--algo=iql", "--env=Pendulum-v1"], ["learns from --dataset", "drop --env"]),
+    (["--algo=iql", "--dataset=pendulum-medum-v0"], ["unknown dataset name 'pendulum-medum-v0'",
+                                                     "pendulum-medium-v0", "swimmer-expert-v0"]),
+    (["--algo=ppo", "--dataset=moons"], ["does not train on a dataset"]),
 ])
 def test_cli_rejects_bad_input_with_the_valid_choices(args, expected, tmp_path):
+    if not any(a.startswith("--algo=") for a in args):  # the grid-world cases
+        args = ["--algo=value_iteration", *args]
     code, out = _cli(f"--workdir={tmp_path}", *args)
     assert code != 0
     for text in expected:
