@@ -125,6 +125,8 @@ def main():
         for seeds in seed_counts:
             config = algo.default_config()
             steps = max(25, base_steps // seeds)
+            block = int(config.get("policy_delay", 1))  # TD3+BC runs whole critic/actor blocks
+            steps = -(-steps // block) * block
             config.steps_per_update = steps
             try:
                 compile_s, wall, n = measure(algo, config, task, seeds)
