@@ -40,8 +40,7 @@ from flax import struct
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, QNet
 from algorithms.offline import common
 from algorithms.online import _offpolicy as off
-from algorithms.online.td3 import clipped_double_q_target, smoothed_target_actions, \
-    td3_critic_loss
+from algorithms.online.td3 import critic_update
 
 DEFAULT_ENV = None
 DEFAULT_DATASET = common.DEFAULT_DATASET
@@ -149,23 +148,9 @@ def update(state: State, config, task):
     opt = off.injected_adam()
 
     def critic_step(state, batch, key):
-        """TD3's critic step: smoothed target action, clipped double-Q regression."""
-        next_actions = smoothed_target_actions(
-            key, actor.apply(state.target_actor_params, batch["next_obs"]),
-            policy_noise=config.policy_noise, noise_clip=config.noise_clip)
-        next_q = critic.apply(state.target_critic_params, batch["next_obs"], next_actions)
+        """TD3's critic step (shared with online TD3), `terminal` transitions not bootstrapped."""
         discounts = config.gamma * (1.0 - batch["terminal"])
-        targets = clipped_double_q_target(next_q[0], next_q[1], batch["reward"], discounts)
-
-        def objective(params):
-            q = critic.apply(params, batch["obs"], batch["action"])
-            return td3_critic_loss(q, targets).mean(), q
-
-        (loss, q), grads = jax.value_and_grad(objective, has_aux=True)(state.critic_params)
-        params, opt_state = off.adam_step(opt, state.critic_opt, state.critic_params, grads,
-                                          state.hparams["lr"])
-        return state.replace(critic_params=params, critic_opt=opt_state), \
-            {"critic_loss": loss, "q_mean": q.mean()}
+        return critic_update(state, batch, key, actor, critic, discounts, config)
 
     def actor_step(state, batch):
         """Eq. 3 on the last critic batch against the updated first critic, then targets."""

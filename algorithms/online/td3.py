@@ -184,16 +184,18 @@ def init(key, config, task) -> State:
                  hparams={"lr": jnp.float32(config.lr), "tau": jnp.float32(config.tau)})
 
 
-def _critic_step(state: State, key, config, task):
-    """Algorithm 1: sample a minibatch, smoothed target action, clipped double-Q regression."""
-    actor, critic = _nets(config, off.action_dim(task))
-    k_batch, k_noise = jax.random.split(key)
-    batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
+def critic_update(state, batch: dict, noise_key, actor, critic, discounts: jax.Array, config):
+    """One TD3 critic step on `batch`: smoothed target action (Sec. 5.3), clipped double-Q
+    target (Eq. 10), Adam on the critics; returns (state', metrics).
+
+    Shared by online TD3 and offline TD3+BC: `state` needs target_actor_params,
+    target_critic_params, critic_params, critic_opt and hparams["lr"]; `discounts` [B] is
+    gamma * (1 - terminated) in the caller's terminal convention.
+    """
     next_actions = smoothed_target_actions(
-        k_noise, actor.apply(state.target_actor_params, batch["next_obs"]),
+        noise_key, actor.apply(state.target_actor_params, batch["next_obs"]),
         policy_noise=config.policy_noise, noise_clip=config.noise_clip)
     next_q = critic.apply(state.target_critic_params, batch["next_obs"], next_actions)
-    discounts = config.gamma * (1.0 - batch["terminated"])
     targets = clipped_double_q_target(next_q[0], next_q[1], batch["reward"], discounts)
 
     def objective(params):
@@ -204,7 +206,17 @@ def _critic_step(state: State, key, config, task):
     params, opt_state = off.adam_step(off.injected_adam(), state.critic_opt, state.critic_params,
                                       grads, state.hparams["lr"])
     return (state.replace(critic_params=params, critic_opt=opt_state),
-            {"critic_loss": loss, "q_mean": q.mean()}, batch["obs"])
+            {"critic_loss": loss, "q_mean": q.mean()})
+
+
+def _critic_step(state: State, key, config, task):
+    """Algorithm 1: sample a minibatch, then `critic_update`."""
+    actor, critic = _nets(config, off.action_dim(task))
+    k_batch, k_noise = jax.random.split(key)
+    batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
+    discounts = config.gamma * (1.0 - batch["terminated"])
+    state, metrics = critic_update(state, batch, k_noise, actor, critic, discounts, config)
+    return state, metrics, batch["obs"]
 
 
 def _actor_step(state: State, obs, config, task):
