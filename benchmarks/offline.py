@@ -35,6 +35,7 @@ import numpy as np
 
 from algorithms.offline import common
 from launch import registry
+from online import _best_of, _load  # benchmarks/online.py: same timing rule, same header
 
 OFFLINE = ("bc", "td3_bc", "awac", "cql", "iql", "sac_n", "edac")
 OBS_DIM, ACTION_DIM, SIZE = 17, 6, 1_000_000
@@ -57,17 +58,6 @@ def synthetic_task(size: int = SIZE, obs_dim: int = OBS_DIM, action_dim: int = A
                               action_center=(0.0,) * action_dim, action_scale=(1.0,) * action_dim)
 
 
-def _best_of(fn, repeats=3, long_s=5.0):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if times[0] > long_s:
-            break
-    return min(times), len(times)
-
-
 def measure(algo, config, task, seeds: int):
     """(compile s, best wall s of one update call, calls timed)."""
     data = task.data
@@ -83,13 +73,6 @@ def measure(algo, config, task, seeds: int):
     compile_s = time.perf_counter() - t0
     wall, n = _best_of(lambda: jax.block_until_ready(compiled(state, data)))
     return compile_s, wall, n
-
-
-def _load() -> str:
-    try:
-        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "load average n/a"
 
 
 def main():
