@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import chex
 import distrax
 import flax.linen as nn
 import jax
@@ -172,3 +173,30 @@ def tanh_gaussian_sample(key, mean, log_std, max_action=1.0):
     log_det = (2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))).sum(-1)
     log_det = log_det + mean.shape[-1] * jnp.log(max_action)
     return max_action * jnp.tanh(u), log_normal - log_det
+
+
+class TanhMeanGaussianPolicy(nn.Module):
+    """pi(a|s) = N(tanh(MLP(s)), diag(exp(log_std))^2), log_std a state-independent parameter.
+
+    The IQL authors' policy (IQL, AWAC) (`NormalTanhPolicy(state_dependent_std=False,
+    tanh_squash_distribution=False)`): the mean is squashed into [-1, 1], the distribution is
+    not. Returns (mean [..., A], log_std [A]) with log_std clipped to [log_std_min, log_std_max].
+    """
+    hidden: Sequence[int]
+    action_dim: int
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    activation: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, obs):
+        mean = jnp.tanh(MLP(self.hidden, self.action_dim, self.activation)(obs))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:
+    """log N(actions; mean, diag(exp(log_std))^2), summed over action dimensions: [B]."""
+    chex.assert_equal_shape([mean, actions])
+    z = (actions - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z ** 2 - log_std - 0.5 * np.log(2.0 * np.pi), axis=-1)

@@ -52,9 +52,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core.networks import QEnsemble
+from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, gaussian_log_prob
 from algorithms.offline import common
-from algorithms.offline.iql import TanhMeanGaussianPolicy, gaussian_log_prob
 from algorithms.online import _offpolicy as off
 from algorithms.online.td3 import clipped_double_q_target, td3_critic_loss
 

@@ -42,16 +42,16 @@ on locomotion, generalised here to (longest episode) / (max - min episode return
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from algorithms.core.networks import MLP, QEnsemble, ValueNet
+from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, ValueNet, \
+    gaussian_log_prob
 from algorithms.offline import common
 from algorithms.online import _offpolicy as off
 
@@ -149,34 +149,6 @@ def awr_policy_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:
     chex.assert_rank([log_probs, weights], 1)
     chex.assert_equal_shape([log_probs, weights])
     return -jax.lax.stop_gradient(weights) * log_probs
-
-
-# ---------------------------------------------------------------------------- policy
-class TanhMeanGaussianPolicy(nn.Module):
-    """pi(a|s) = N(tanh(MLP(s)), diag(exp(log_std))^2), log_std a state-independent parameter.
-
-    The IQL authors' policy (`NormalTanhPolicy(state_dependent_std=False,
-    tanh_squash_distribution=False)`): the mean is squashed into [-1, 1], the distribution is
-    not. Returns (mean [..., A], log_std [A]) with log_std clipped to [log_std_min, log_std_max].
-    """
-    hidden: Sequence[int]
-    action_dim: int
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    activation: Callable = nn.relu
-
-    @nn.compact
-    def __call__(self, obs):
-        mean = jnp.tanh(MLP(self.hidden, self.action_dim, self.activation)(obs))
-        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
-
-
-def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:
-    """log N(actions; mean, diag(exp(log_std))^2), summed over action dimensions: [B]."""
-    chex.assert_equal_shape([mean, actions])
-    z = (actions - mean) * jnp.exp(-log_std)
-    return jnp.sum(-0.5 * z ** 2 - log_std - 0.5 * np.log(2.0 * np.pi), axis=-1)
 
 
 # ---------------------------------------------------------------------------- state & config
