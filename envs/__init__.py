@@ -1,6 +1,8 @@
 """Environment registry: `make(name, **options) -> (env, env_params)`.
 
-Resolves the codebase's own environments (the book's grid worlds) and every gymnax one.
+Resolves the codebase's own environments (the book's grid worlds), every gymnax one and, with
+the optional brax extra, brax locomotion (`brax-hopper`, `brax-halfcheetah`, `brax-walker2d`;
+see `envs.brax_envs`).
 Options are split in two: constructor options of our own environments (static: they fix
 shapes, e.g. a grid layout) and fields of the env's `EnvParams` (traced: rewards, slip
 probability, episode length). `env_options(name)` lists both with their defaults; this is
@@ -14,6 +16,7 @@ from typing import Any, NamedTuple
 
 import gymnax
 
+from envs.brax_envs import BRAX_ENVS, BraxEnv
 from envs.gridworld import GridWorld
 from envs.tabular import TabularMDP
 
@@ -28,6 +31,8 @@ _OWN_ENVS: dict[str, tuple[type, dict[str, Any]]] = {
     "gridworld": (GridWorld, {}),
     "gridworld-walls": (GridWorld, {"walls": True}),
     "gridworld-episodic": (GridWorld, {"terminal_target": True}),
+    # optional extra: brax locomotion (brax is imported only when one is built)
+    **{name: (BraxEnv, {"env_name": brax_name}) for name, brax_name in BRAX_ENVS.items()},
 }
 
 
@@ -51,10 +56,10 @@ def env_options(name: str) -> dict[str, Any]:
     _check_name(name)
     if name in _OWN_ENVS:
         cls, fixed = _OWN_ENVS[name]
+        # the fixed constructor kwargs define the registered name: they are not options
         ctor = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
-                if k != "self" and p.default is not inspect.Parameter.empty}
-        ctor.update(fixed)
-        return {**ctor, **_scalar_fields(cls().default_params)}
+                if k != "self" and k not in fixed and p.default is not inspect.Parameter.empty}
+        return {**ctor, **_scalar_fields(cls(**fixed).default_params)}
     _, params = gymnax.make(name)
     return _scalar_fields(params)
 

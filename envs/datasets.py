@@ -47,9 +47,12 @@ import numpy as np
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
-# Dataset prefix -> gymnax environment id; registered names are f"{prefix}-{kind}-v0".
+# Dataset prefix -> environment id (envs.make); registered names are f"{prefix}-{kind}-v0".
+# hopper / halfcheetah / walker2d are brax locomotion (the optional brax extra, envs.brax_envs;
+# generating them is an accelerator-sized job, see launch.datasets.GENERATION).
 ENVS: dict[str, str] = {"pendulum": "Pendulum-v1", "swimmer": "Swimmer-misc",
-                        "reacher": "Reacher-misc"}
+                        "reacher": "Reacher-misc", "hopper": "brax-hopper",
+                        "halfcheetah": "brax-halfcheetah", "walker2d": "brax-walker2d"}
 
 # key -> (rank, dtype) of the canonical arrays.
 _SPEC = {"observations": (2, np.float32), "actions": (2, np.float32),

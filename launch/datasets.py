@@ -120,6 +120,20 @@ GENERATION: dict[str, dict[str, Any]] = {
         "medium_score": 100.0 / 3.0,
         "medium_tolerance": 10.0,
     },
+    # Brax locomotion (optional extra, `pip install -e '.[brax]'`; envs.brax_envs): D4RL's
+    # Gym-MuJoCo recipe at its own scale, SAC 256-256 for 1M environment steps, 1000-step
+    # episodes; sized for an accelerator (hours on a 2-core CPU). Only a tiny-budget run of the
+    # pipeline is tested (tests/test_brax_datasets.py); these settings were not run here.
+    **{name: {
+        "env_options": {"backend": "generalized"},
+        "sac": {"hidden_sizes": (256, 256), "learning_starts": 10_000, "batch_size": 256},
+        "total_timesteps": 1_000_000,
+        "snapshot_every": 10_000,
+        "episodes": {"random": 2000, "medium": 1000, "expert": 1000},
+        "eval_episodes": 10,
+        "medium_score": 100.0 / 3.0,
+        "medium_tolerance": 10.0,
+    } for name in ("hopper", "halfcheetah", "walker2d")},
 }
 
 _GENERATOR_SET = ("total_timesteps", "num_steps", "num_envs", "buffer_size")

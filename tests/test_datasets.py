@@ -52,7 +52,7 @@ def write_h5(path, arrays, attrs=None):
 
 def test_names_parse_and_cache_path(cache):
     names = ds.dataset_names()
-    assert len(names) == len(ds.ENVS) * len(ds.KINDS) == 15
+    assert len(names) == len(ds.ENVS) * len(ds.KINDS) == 30
     assert "pendulum-medium-replay-v0" in names
     assert ds.parse_name("pendulum-medium-replay-v0") == ("pendulum", "Pendulum-v1",
                                                           "medium-replay")
