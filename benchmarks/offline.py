@@ -19,7 +19,16 @@ best of n calls ended by `block_until_ready` (one call when the first exceeds 5 
 updates/s per seed = steps / wall; aggregate = S x that.
 
 Reference points on these 2-core machines (the issue): a single-file JAX IQL did 210-250
-updates/s per seed, a PyTorch one 100-120; about 400-600/s is the float32 matmul ceiling for IQL.
+updates/s per seed, a PyTorch one 100-120.
+
+How close to the hardware each algorithm runs: the header measures this machine's float32
+matmul rate on the shape that dominates these networks (a chain of [256, 256] x [256, 256]
+products in a jitted scan, best of 10), and each row divides XLA's own FLOP count of one
+gradient step (`compiled.cost_analysis()`, which counts a loop body once) by the step's wall
+time: "GFLOP/s" and "% peak". "ceiling/s" = peak / FLOP per step, the aggregate updates/s
+(compare with "upd/s all") this algorithm would reach if all its FLOPs ran at the matmul rate
+(its elementwise work, the small first and last layers and the optimizers make the real figure
+lower).
 """
 from __future__ import annotations
 
@@ -58,8 +67,34 @@ def synthetic_task(size: int = SIZE, obs_dim: int = OBS_DIM, action_dim: int = A
                               action_center=(0.0,) * action_dim, action_scale=(1.0,) * action_dim)
 
 
+def matmul_peak(size: int = 256, chain: int = 200) -> float:
+    """GFLOP/s of `chain` dependent float32 [size, size] x [size, size] products in one jitted
+    scan (best of 10): the rate the 256-256 layers of these networks can run at here."""
+    x = jax.random.normal(jax.random.key(0), (size, size))
+    w = jax.random.normal(jax.random.key(1), (size, size)) / size
+    product_chain = jax.jit(lambda x, w: jax.lax.scan(
+        lambda h, _: (jnp.tanh(h @ w), None), x, None, length=chain)[0])
+    jax.block_until_ready(product_chain(x, w))
+    wall, _ = _best_of(lambda: jax.block_until_ready(product_chain(x, w)), repeats=10)
+    return 2.0 * size ** 3 * chain / wall / 1e9
+
+
+def step_flops(compiled, block: int = 1) -> float:
+    """XLA's FLOP count of one gradient step of a compiled update program: the cost analysis
+    counts a loop body once (the scan over steps does not multiply it), and a body that runs a
+    `block` of steps (TD3+BC: policy_delay critic steps and one actor step) is divided by it;
+    nan if the backend has no cost analysis."""
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", float("nan"))) / block
+    except Exception:  # noqa: BLE001 - a backend without cost analysis just loses the column
+        return float("nan")
+
+
 def measure(algo, config, task, seeds: int):
-    """(compile s, best wall s of one update call, calls timed)."""
+    """(compile s, best wall s of one update call, calls timed, FLOP per gradient step for all
+    seeds)."""
     data = task.data
     bind = lambda d: task._replace(data=d)  # noqa: E731 - as launch.runner._task_data
     keys = jax.random.split(jax.random.key(0), seeds)
@@ -72,7 +107,7 @@ def measure(algo, config, task, seeds: int):
     compiled = chunk.lower(state, data).compile()
     compile_s = time.perf_counter() - t0
     wall, n = _best_of(lambda: jax.block_until_ready(compiled(state, data)))
-    return compile_s, wall, n
+    return compile_s, wall, n, step_flops(compiled, int(config.get("policy_delay", 1)))
 
 
 def main():
@@ -98,9 +133,13 @@ def main():
           f"{dev.device_kind}; {_load()}")
     print(f"# synthetic D4RL-locomotion task: {SIZE} transitions, obs {OBS_DIM}, act "
           f"{ACTION_DIM}; default configs (256x256, batch 256); growth = wall(S)/wall(1) per step")
+    peak = matmul_peak()
+    print(f"# float32 256x256x256 matmul peak here: {peak:.0f} GFLOP/s; GFLOP/step = XLA cost "
+          "analysis of one gradient step, all seeds")
     task = synthetic_task()
     print(f"{'algo':>7} {'seeds':>6} {'steps':>6} {'compile s':>10} {'wall s':>8} {'n':>2} "
-          f"{'upd/s/seed':>11} {'upd/s all':>10} {'growth':>8}")
+          f"{'upd/s/seed':>11} {'upd/s all':>10} {'growth':>8} {'GFLOP/step':>10} "
+          f"{'GFLOP/s':>8} {'% peak':>7} {'ceiling/s':>9}")
     sys.stdout.flush()
     for name in names:
         algo = registry.get(name)
@@ -112,13 +151,16 @@ def main():
             steps = -(-steps // block) * block
             config.steps_per_update = steps
             try:
-                compile_s, wall, n = measure(algo, config, task, seeds)
+                compile_s, wall, n, flops = measure(algo, config, task, seeds)
                 per_step = wall / steps
                 if seeds == 1:
                     per_step_one = per_step
                 growth = f"{per_step / per_step_one:>7.2f}x" if per_step_one else f"{'-':>8}"
+                rate = flops / per_step / 1e9
                 print(f"{name:>7} {seeds:>6} {steps:>6} {compile_s:>10.2f} {wall:>8.3f} {n:>2} "
-                      f"{steps / wall:>11.1f} {seeds * steps / wall:>10.1f} {growth}")
+                      f"{steps / wall:>11.1f} {seeds * steps / wall:>10.1f} {growth} "
+                      f"{flops / 1e9:>10.3f} {rate:>8.1f} {100 * rate / peak:>6.0f}% "
+                      f"{peak * 1e9 / flops * seeds:>9.0f}")
             except Exception as e:  # noqa: BLE001 - one failed row must not end the table
                 print(f"{name:>7} {seeds:>6} ERROR {type(e).__name__}: "
                       f"{str(e).splitlines()[0][:120]}")

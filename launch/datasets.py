@@ -626,7 +626,11 @@ def main(argv, flags_obj=None, print_fn: Callable[[str], None] = print) -> int:
     stale = [r["name"] for r in rows if r.get("missing") or r.get("seed") != fl.seed]
     if fl.force or stale:
         t0 = time.perf_counter()
-        generate(fl.env, seed=fl.seed, progress=fl.progress)
+        try:
+            generate(fl.env, seed=fl.seed, progress=fl.progress)
+        except ImportError as e:  # an optional extra (brax) is missing
+            print_fn(f"ERROR: {e}")
+            return 2
         print_fn(f"generated the {fl.env} datasets (seed {fl.seed}) in "
                  f"{time.perf_counter() - t0:.1f} s into {datasets_lib.cache_dir()}")
         rows = summary_rows(fl.env)

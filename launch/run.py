@@ -193,7 +193,7 @@ def main(argv):
             task = envs.Task(env, env_params)
         if dataset is None:
             registry.check_compatible(algo_name, algo, env_name, env)
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # ImportError: an optional extra (brax) is missing
         _fail(str(e))
 
     sweep = parse_sweep(FLAGS.sweep)

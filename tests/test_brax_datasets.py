@@ -9,6 +9,11 @@ tests check the pipeline (spaces, termination vs time limit, D4RL arrays, refere
 run and its evaluation), not scores.
 """
 import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +24,7 @@ import envs
 from envs import datasets as dl
 from envs.brax_envs import BraxEnv
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 HAVE_BRAX = importlib.util.find_spec("brax") is not None
 needs_brax = pytest.mark.skipif(not HAVE_BRAX, reason="the optional brax extra is not installed")
 
@@ -44,9 +50,25 @@ def test_unknown_backend_is_refused_before_brax_is_imported():
 
 
 @pytest.mark.skipif(HAVE_BRAX, reason="brax is installed")
-def test_without_brax_the_error_names_the_extra():
+def test_without_brax_the_error_names_the_extra(tmp_path, monkeypatch):
+    from launch import datasets as gen
+
     with pytest.raises(ImportError, match=r"pip install -e '\.\[brax\]'"):
         envs.make("brax-hopper")
+    # The command lines say so in one line, and nothing is written to the cache.
+    monkeypatch.setenv("JAXRL_DATASETS_DIR", str(tmp_path / "cache"))
+    out = []
+    flags = types.SimpleNamespace(list=False, env="hopper", seed=0, force=False, progress=False)
+    assert gen.main(["datasets"], flags, out.append) == 2
+    assert out[-1].startswith("ERROR:") and ".[brax]" in out[-1]
+    proc = subprocess.run([sys.executable, "-m", "launch.run", "--progress=false", "--algo=iql",
+                           "--dataset=walker2d-expert-v0", f"--workdir={tmp_path / 'run'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAXRL_DATASETS_DIR": str(tmp_path / "cache")})
+    assert proc.returncode != 0 and "ERROR:" in proc.stderr and ".[brax]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "cache").glob("*.hdf5*"))  # no dataset, not even a temp file
+    assert not (tmp_path / "run").exists()
 
 
 @needs_brax
