@@ -26,7 +26,8 @@ forward pass, on [s; s'], per step). One step thus runs the target critics once 
 (s, a) (their minimum serves both the value loss and the advantages), the value net forward +
 backward on s (its output is also the advantages' baseline) and forward on s', the critics
 forward + backward and the policy forward + backward: ~536 MFLOP per step at 256-256, obs 17,
-act 6, batch 256.
+act 6, batch 256 (XLA's cost analysis counts 545; `benchmarks/offline.py` prints it with the
+machine's matmul rate: 276 updates/s on the 2-core CPU is 85% of that rate).
 
 Policy (authors' code: `NormalTanhPolicy(state_dependent_std=False,
 tanh_squash_distribution=False, log_std_min=-5)`): a Gaussian whose mean is tanh(MLP(s)) and
