@@ -2,7 +2,7 @@
 pipeline and an offline algorithm, on a tiny budget.
 
 Without brax installed (CI: it is not in the test extra) only the error paths run; with
-`pip install -e '.[brax]'` the rest runs (about 4 minutes on a loaded 2-core CPU, mostly XLA
+`pip install -e '.[brax]'` the rest runs (4-7 minutes on a 2-core CPU, mostly XLA
 compiling brax's physics). The "positional" backend keeps compilation short; hopper episodes
 are cut at 30 steps and SAC gets 8-8 nets and 300 steps: the policies learn nothing, so these
 tests check the pipeline (spaces, termination vs time limit, D4RL arrays, references, an IQL
@@ -103,6 +103,7 @@ def test_adapter_spaces_termination_and_time_limit():
 
 
 @needs_brax
+@pytest.mark.timeout(2400)  # 4 min alone, 7 min beside a training run, over 15 min beside two
 def test_tiny_budget_generation_and_an_offline_run(tmp_path, monkeypatch):
     from algorithms.offline import iql
     from launch import datasets as gen
