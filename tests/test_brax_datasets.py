@@ -103,7 +103,7 @@ def test_adapter_spaces_termination_and_time_limit():
 
 
 @needs_brax
-@pytest.mark.timeout(2400)  # 4 min alone, 7 min beside a training run, over 15 min beside two
+@pytest.mark.timeout(2400)  # 4-7 min beside one other job, over 15 min beside two
 def test_tiny_budget_generation_and_an_offline_run(tmp_path, monkeypatch):
     from algorithms.offline import iql
     from launch import datasets as gen
