@@ -1,5 +1,6 @@
 """benchmarks/offline.py's FLOP accounting: XLA's cost analysis of a scanned program counts the
 loop body once, which is what makes its GFLOP-per-step column per step (README, Benchmarks)."""
+import importlib.util
 import pathlib
 import sys
 
@@ -7,8 +8,22 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-import offline as bench  # noqa: E402
+
+def _load_benchmark():
+    """benchmarks/offline.py as a module. benchmarks/ is on sys.path only while it imports (it
+    imports its sibling online.py): left there, its diffusion.py would shadow the package."""
+    folder = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("benchmarks_offline", folder / "offline.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+bench = _load_benchmark()
 
 
 @pytest.mark.parametrize("steps", [2, 7])
