@@ -93,6 +93,12 @@ def step_flops(compiled, block: int = 1) -> float:
         return float("nan")
 
 
+def steps_per_block(config) -> int:
+    """Gradient steps one scan iteration runs: TD3+BC runs whole blocks of policy_delay critic
+    steps and one actor step, every other algorithm one step."""
+    return int(config.get("policy_delay", 1))
+
+
 def measure(algo, config, task, seeds: int):
     """(compile s, best wall s of one update call, calls timed, FLOP per gradient step for all
     seeds)."""
@@ -108,7 +114,7 @@ def measure(algo, config, task, seeds: int):
     compiled = chunk.lower(state, data).compile()
     compile_s = time.perf_counter() - t0
     wall, n = _best_of(lambda: jax.block_until_ready(compiled(state, data)))
-    return compile_s, wall, n, step_flops(compiled, int(config.get("policy_delay", 1)))
+    return compile_s, wall, n, step_flops(compiled, steps_per_block(config))
 
 
 def main():
@@ -148,7 +154,7 @@ def main():
         for seeds in seed_counts:
             config = algo.default_config()
             steps = max(25, base_steps // seeds)
-            block = int(config.get("policy_delay", 1))  # TD3+BC runs whole critic/actor blocks
+            block = steps_per_block(config)  # whole blocks only
             steps = -(-steps // block) * block
             config.steps_per_update = steps
             try:

@@ -22,6 +22,7 @@ raises an ImportError naming the extra to install, and nothing else in the codeb
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -69,7 +70,13 @@ class BraxEnv(environment.Environment):
         if backend not in BACKENDS:
             raise ValueError(f"unknown brax backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.env_name, self.backend = env_name, backend
-        self._env = _brax_envs().get_environment(env_name, backend=backend)
+        _brax_envs()  # fail here, naming the extra, when brax is missing
+
+    @functools.cached_property
+    def _env(self):
+        """The brax env, built on first use: `envs.env_options` constructs a BraxEnv only to read
+        its default params, which need no physics model."""
+        return _brax_envs().get_environment(self.env_name, backend=self.backend)
 
     @property
     def default_params(self) -> BraxEnvParams:

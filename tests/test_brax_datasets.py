@@ -2,8 +2,8 @@
 pipeline and an offline algorithm, on a tiny budget.
 
 Without brax installed (CI: it is not in the test extra) only the error paths run; with
-`pip install -e '.[brax]'` the rest runs (4-7 minutes on a 2-core CPU, mostly XLA
-compiling brax's physics). The "positional" backend keeps compilation short; hopper episodes
+`pip install -e '.[brax]'` the rest runs (2.5 min on an idle 2-core CPU, 4-7 beside another
+job; mostly XLA compiling brax's physics). The "positional" backend keeps compilation short; hopper episodes
 are cut at 30 steps and SAC gets 8-8 nets and 300 steps: the policies learn nothing, so these
 tests check the pipeline (spaces, termination vs time limit, D4RL arrays, references, an IQL
 run and its evaluation), not scores.
@@ -103,7 +103,7 @@ def test_adapter_spaces_termination_and_time_limit():
 
 
 @needs_brax
-@pytest.mark.timeout(2400)  # 4-7 min beside one other job, over 15 min beside two
+@pytest.mark.timeout(2400)  # 2.5 min alone, 4-7 beside one other job, over 15 beside two
 def test_tiny_budget_generation_and_an_offline_run(tmp_path, monkeypatch):
     from algorithms.offline import iql
     from launch import datasets as gen
