@@ -1,4 +1,4 @@
-r"""Train any registered algorithm: `python -m launch.run --algo=NAME [--env=ENV] [flags]`.
+r"""Train any registered algorithm: `python -m launch.run --algo=NAME [--env=ENV | --dataset=D]`.
 
 Examples:
   python -m launch.run --algo=iql                        # IQL on pendulum-medium-v0
@@ -10,6 +10,9 @@ Examples:
 
 Every field of the algorithm's `default_config()` is a flag `--config.<field>` (typos and
 wrong types are rejected), and the environment's options are `--config.env.<option>`.
+Nothing here knows an algorithm family: the module's protocol members (launch/registry.py)
+say which flag names its task (TASK_FLAG), build the task (make_task), pick the metric shown
+first (PRIMARY_METRIC) and write its own outputs after training (artifacts).
 `--workdir` defaults to runs/<algo>-<env>-<hash of the config>; rerunning the same command
 resumes from the last checkpoint there.
 """
@@ -39,12 +42,14 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     return None
 
 
-def build_config(algo_name: str, env_name: str | None) -> ConfigDict:
-    """The algorithm's default config plus `env`: the environment's options."""
+def build_config(algo_name: str, task_name: str | None) -> ConfigDict:
+    """The algorithm's default config plus `env`: the options of the environment it is
+    trained in (empty unless the algorithm's TASK_FLAG is "env")."""
     algo = registry.get(algo_name)
     config = algo.default_config()
+    options = envs.env_options(task_name) if algo.TASK_FLAG == "env" and task_name else {}
     with config.unlocked():
-        config.env = ConfigDict(envs.env_options(env_name) if env_name else {})
+        config.env = ConfigDict(options)
     return config
 
 
@@ -52,11 +57,13 @@ def _default_config_for_flags(argv: list[str]) -> ConfigDict:
     algo_name = _flag_value(argv, "algo") or DEFAULT_ALGO
     if algo_name not in registry.ALGORITHMS:
         return ConfigDict()  # absl's enum check reports the unknown name and the choices
-    env_name = _flag_value(argv, "env") or registry.get(algo_name).DEFAULT_ENV
+    algo = registry.get(algo_name)
+    task_name = (_flag_value(argv, algo.TASK_FLAG) if algo.TASK_FLAG else None) \
+        or algo.DEFAULT_TASK
     try:
-        return build_config(algo_name, env_name)
+        return build_config(algo_name, task_name)
     except ValueError:
-        return registry.get(algo_name).default_config()  # main() reports the bad env
+        return algo.default_config()  # main() reports the bad env
 
 
 def _config_paths(config: ConfigDict, prefix: str = "config") -> list[str]:
@@ -97,10 +104,11 @@ if __name__ == "__main__":
 
 flags.DEFINE_enum("algo", DEFAULT_ALGO, registry.names(),
                   "Algorithm to train. One of: " + ", ".join(registry.names()))
-flags.DEFINE_string("env", None, "Environment (default: the algorithm's). Our grid worlds "
-                    "(gridworld, gridworld-walls, gridworld-episodic) or any gymnax id.")
-flags.DEFINE_string("dataset", None, "Dataset for algorithms trained on data (default: the "
-                    "algorithm's DEFAULT_DATASET). Offline RL: a generated name such as "
+flags.DEFINE_string("env", None, "Environment, for algorithms trained in one (default: the "
+                    "algorithm's DEFAULT_TASK). Our grid worlds (gridworld, gridworld-walls, "
+                    "gridworld-episodic) or any gymnax id.")
+flags.DEFINE_string("dataset", None, "Dataset, for algorithms trained on data (default: the "
+                    "algorithm's DEFAULT_TASK). Offline RL: a generated name such as "
                     "pendulum-medium-v0 (made on first use, see `python -m launch.datasets "
                     "--list`), a D4RL-format .hdf5 path or minari:<id>; diffusion models: moons, "
                     "8gaussians, swissroll, digits.")
@@ -108,8 +116,9 @@ flags.DEFINE_integer("num_seeds", 4, "Seeds trained at once as one vmapped progr
 flags.DEFINE_integer("seed", 0, "Root seed; seed i uses split(key(seed), num_seeds)[i].")
 flags.DEFINE_string("workdir", None, "Output directory (default runs/<algo>-<env>-<hash>).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-flags.DEFINE_boolean("sample", True, "Diffusion models: after training, sample every sampler at "
-                     "NFE 10/35/100 into a sliced-Wasserstein table and a picture (launch.sample).")
+flags.DEFINE_boolean("artifacts", True, "After training, write the algorithm's own outputs "
+                     "(tabular: values/policy grids and a picture; diffusion models: every "
+                     "sampler at NFE 10/35/100 into a sliced-Wasserstein table and a picture).")
 flags.DEFINE_string("sweep", None, "Numeric hyperparameters trained side by side in one vmapped "
                     "program, e.g. 'lr=3e-4,1e-3;clip_eps=0.1,0.2' (the algorithm's SWEEPABLE).")
 _CONFIG = config_flags.DEFINE_config_dict("config", _DEFAULT_CONFIG,
@@ -142,22 +151,11 @@ def parse_sweep(text: str | None) -> dict[str, list[float]] | None:
     return sweep
 
 
-def _is_offline(algo) -> bool:
-    return algo.__name__.startswith("algorithms.offline.")
-
-
-def _prepare_offline_dataset(name: str) -> str:
-    """A generated dataset's name is made (and cached) on first use; paths pass through."""
-    from envs import datasets as datasets_lib
-    if name.endswith((".hdf5", ".h5")) or name.startswith("minari:"):
-        return name
-    datasets_lib.parse_name(name)  # unknown names fail here, listing the valid ones
-    if not os.path.exists(datasets_lib.dataset_path(name)):
-        from launch import datasets as generation
-        print(f"Dataset {name} is not in {datasets_lib.cache_dir()} yet: generating it "
-              "(behaviour policies trained by SAC; done once, then cached).")
-        generation.ensure(name, progress=FLAGS.progress)
-    return name
+def task_label(name: str | None) -> str:
+    """A short name for the task in workdir names and titles (a path's file stem)."""
+    if not name:
+        return "none"
+    return os.path.splitext(os.path.basename(name))[0].replace(":", "-")
 
 
 def main(argv):
@@ -168,43 +166,31 @@ def main(argv):
 
     algo_name = FLAGS.algo
     algo = registry.get(algo_name)
-    env_name = FLAGS.env or algo.DEFAULT_ENV
     config = _CONFIG.value
     if FLAGS.num_seeds < 1:
         _fail(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
-    env_options = dict(config.env) if "env" in config else {}
-    dataset = FLAGS.dataset or getattr(algo, "DEFAULT_DATASET", None)
-    if FLAGS.dataset and not hasattr(algo, "make_task"):
-        _fail(f"algorithm {algo_name!r} does not train on a dataset; drop --dataset")
-    if FLAGS.env and _is_offline(algo):
-        _fail(f"offline algorithm {algo_name!r} learns from --dataset and is evaluated in that "
-              f"dataset's environment; drop --env (datasets: python -m launch.datasets --list)")
+    given = {"env": FLAGS.env, "dataset": FLAGS.dataset}
+    for flag, value in given.items():
+        if value and flag != algo.TASK_FLAG:
+            takes = f"--{algo.TASK_FLAG}" if algo.TASK_FLAG else "neither --env nor --dataset"
+            _fail(f"algorithm {algo_name!r} takes {takes}; drop --{flag}")
+    task_name = (given[algo.TASK_FLAG] if algo.TASK_FLAG else None) or algo.DEFAULT_TASK
     try:
-        if dataset is not None:  # trained on data: the algorithm builds its task
-            if _is_offline(algo):
-                dataset = _prepare_offline_dataset(dataset)
-            env, task = None, algo.make_task(dataset, config)
-            env_name = os.path.splitext(os.path.basename(dataset))[0] \
-                if dataset.endswith((".hdf5", ".h5")) else dataset.replace(":", "-")
-        elif env_name is None:
-            env, task = None, None
-        else:
-            env, env_params = envs.make(env_name, **env_options)
-            task = envs.Task(env, env_params)
-        if dataset is None:
-            registry.check_compatible(algo_name, algo, env_name, env)
-    except (ValueError, ImportError) as e:  # ImportError: an optional extra (brax) is missing
+        task = algo.make_task(task_name, config)
+    except (ValueError, ImportError, FileNotFoundError) as e:  # ImportError: a missing extra
         _fail(str(e))
 
+    label = task_label(task_name)
     sweep = parse_sweep(FLAGS.sweep)
-    workdir = FLAGS.workdir or default_workdir(algo_name, env_name, config, FLAGS.num_seeds,
+    workdir = FLAGS.workdir or default_workdir(algo_name, label, config, FLAGS.num_seeds,
                                                FLAGS.seed, sweep)
-    print(f"{algo_name} on {env_name or '(no environment)'}: {FLAGS.num_seeds} seeds, "
+    print(f"{algo_name} on {task_name or '(no task)'}: {FLAGS.num_seeds} seeds, "
           f"{config.num_updates} updates, workdir {workdir}")
     try:
         result = runner.train(algo, config, task, num_seeds=FLAGS.num_seeds, seed=FLAGS.seed,
                               workdir=workdir, progress=FLAGS.progress,
-                              run_info={"algo": algo_name, "env": env_name}, sweep=sweep)
+                              run_info={"algo": algo_name, "env": label}, sweep=sweep,
+                              artifacts=FLAGS.artifacts)
     except runner.NonFiniteError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
@@ -215,18 +201,14 @@ def main(argv):
     n = FLAGS.num_seeds
     for i, member in enumerate(members):
         rows = {k: v[i * n:(i + 1) * n] for k, v in result.final.items()}
-        if "eval/normalized_score" in rows:  # offline RL: the D4RL score first
-            rows = {"eval/normalized_score": rows.pop("eval/normalized_score"), **rows}
+        if algo.PRIMARY_METRIC in rows:
+            rows = {algo.PRIMARY_METRIC: rows.pop(algo.PRIMARY_METRIC), **rows}
         which = f" for {member}" if member else ""
         print(report.format_table(rows, title=f"\nFinal metrics after {result.step} updates"
                                               f"{which} (mean and 95% bootstrap CI over seeds)"))
-    if FLAGS.sample and hasattr(algo, "MODEL") and result.finished:
-        from launch import sample as sample_lib
-        print("\nSampling the trained model (seed 0, EMA weights) with every sampler:")
-        sample_lib.sample_workdir(workdir, nfe=(10, 35, 100))
-    print(f"\nWrote {workdir}/: summary.json, metrics.csv, eval.csv, learning_curve.png, tb/, "
-          "checkpoints/" + (", values.npy, policy.npy, gridworld.png"
-                            if hasattr(algo, "solution") and task is not None else ""))
+    written = ["summary.json", "metrics.csv", "eval.csv", "learning_curve.png", "tb/",
+               "checkpoints/", *result.artifacts]
+    print(f"\nWrote {workdir}/: {', '.join(written)}")
     return 0
 
 

@@ -1,14 +1,18 @@
 """The one runner: seeds vmapped and sharded, jitted chunks, logs, evaluation, checkpoints, resume.
 
     keys  = split(key(seed), num_seeds), sharded over local devices (Mesh axis 'seed')
-    state = jit(vmap(init))(keys)
-    loop on the host:   state, metrics = jit(scan(vmap(update), length=log_every))(state)
+    programs = build_programs(algo, config, task, num_seeds)
+    state = programs.init(keys)
+    loop on the host:   state, metrics = programs.chunk(log_every)(state)
                         -> non-finite guard, CSV/TensorBoard rows, progress bar,
-                           evaluation every `eval_every` updates, orbax checkpoint
+                           programs.evaluate every `eval_every` updates, orbax checkpoint
+    after the last update: summary.json, learning curves, the algorithm's `artifacts`
 
-An algorithm never writes its own loop, logger or checkpoint code. Every update of a chunk is
-the same compiled program whether the run was interrupted or not, so a resumed run ends
-bit-identical to an uninterrupted one.
+An algorithm never writes its own loop, logger or checkpoint code, and the runner knows no
+algorithm family: it relies only on the protocol in launch/registry.py. Every update of a chunk
+is the same compiled program whether the run was interrupted or not, so a resumed run ends
+bit-identical to an uninterrupted one. Benchmarks time `build_programs`' programs, the same
+code a run executes.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from launch import report
+from algorithms.core.tree import is_prng_key, strong_types
+from launch import registry, report
 
 
 class NonFiniteError(RuntimeError):
@@ -39,6 +44,7 @@ class RunResult:
     finished: bool  # False when stopped early by `max_chunks`
     workdir: str | None
     chunk_compilations: int = 0  # programs compiled for the training chunks (1 per chunk length)
+    artifacts: tuple[str, ...] = ()  # files the algorithm's `artifacts` hook wrote
 
 
 # ---------------------------------------------------------------------------- seeds & devices
@@ -59,18 +65,17 @@ def seed_sharding(num_seeds: int) -> NamedSharding:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _to_saveable(tree):
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_prng_key(x) else x, tree)
 
 
 def _from_saved(saved, template):
-    return jax.tree.map(
-        lambda s, t: jax.random.wrap_key_data(s, impl=jax.random.key_impl(t)) if _is_key(t) else s,
-        saved, template)
+    def restore_leaf(saved_leaf, template_leaf):
+        if is_prng_key(template_leaf):
+            return jax.random.wrap_key_data(saved_leaf, impl=jax.random.key_impl(template_leaf))
+        return saved_leaf
+
+    return jax.tree.map(restore_leaf, saved, template)
 
 
 class Checkpoints:
@@ -132,16 +137,6 @@ def _check_same_run(workdir: str, run_config: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- the loop
-def _strong_types(tree):
-    """Drops weak types from the initial state (e.g. gymnax Pendulum's reset `last_u`).
-
-    `update` returns strongly typed leaves; if `init` returned weak ones, the jitted chunk would
-    see new input types on its second call and compile again.
-    """
-    return jax.tree.map(lambda x: x if _is_key(x) else jnp.array(x, dtype=jnp.asarray(x).dtype),
-                        tree)
-
-
 def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int):
     """(name, step, seeds) of the first non-finite metric value in a chunk, or None."""
     for name in sorted(metrics):
@@ -154,18 +149,24 @@ def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int):
     return None
 
 
-def _task_data(task):
-    """(arrays, bind): a task's large read-only `data` (an offline dataset) and how to put it back.
+def split_task(task) -> tuple[list, Callable[[list], Any]]:
+    """(arrays, rebuild): the task's array leaves, and how to put a task back around them.
 
-    A task with a `data` field (a NamedTuple, e.g. `algorithms.offline.common.OfflineTask`)
-    has it passed to the jitted programs as one replicated argument, un-vmapped (in_axes=None):
-    every seed reads the same single copy, and the arrays are not baked into each compiled
-    program as constants (a 1M-transition dataset would be ~100 MB of HLO). Other tasks are
-    closed over whole.
+    The runner passes `arrays` to every jitted program as one replicated, un-vmapped argument:
+    all seeds read one copy (an offline dataset, a diffusion training set, a tabular model),
+    and the arrays are not baked into the compiled programs as constants. Every other leaf
+    (environment objects, names, Python numbers) is closed over as static.
     """
-    if hasattr(task, "data") and hasattr(task, "_replace"):
-        return task.data, lambda d: task._replace(data=d)
-    return None, lambda d: task
+    leaves, treedef = jax.tree.flatten(task)
+    is_array = [isinstance(x, (jax.Array, np.ndarray)) for x in leaves]
+    arrays = [x for x, a in zip(leaves, is_array) if a]
+
+    def rebuild(new_arrays: list) -> Any:
+        it = iter(new_arrays)
+        return jax.tree.unflatten(treedef, [next(it) if a else x
+                                            for x, a in zip(leaves, is_array)])
+
+    return arrays, rebuild
 
 
 def sweep_members(sweep: dict[str, Sequence[float]] | None) -> list[dict[str, float]]:
@@ -180,10 +181,11 @@ def _apply_sweep(algo, state, sweep, num_seeds: int):
     """Writes each member's swept values into the traced `state.hparams` leaves."""
     if not sweep:
         return state
-    valid = tuple(getattr(algo, "SWEEPABLE", ()))
+    valid = tuple(registry.optional(algo, "SWEEPABLE"))
     unknown = sorted(set(sweep) - set(valid))
     if unknown:
-        raise ValueError(f"cannot sweep {unknown} in one program: {getattr(algo, '__name__', algo)} "
+        name = getattr(algo, "__name__", algo)
+        raise ValueError(f"cannot sweep {unknown} in one program: {name} "
                          f"keeps only these hyperparameters traced: {', '.join(valid) or 'none'}")
     members = sweep_members(sweep)
     hparams = dict(state.hparams)
@@ -199,10 +201,71 @@ def _progress_keys(row: dict) -> list[str]:
     return ranked[:3]
 
 
+@dataclasses.dataclass
+class Programs:
+    """The jitted programs of a run, over `width` vmapped seeds, as the runner executes them.
+
+    init(keys) -> state                    keys [width] typed keys, placed with `sharding`
+    chunk(length)(state) -> (state, metrics)   `length` updates in one lax.scan; metrics
+                                           [length, width]; compiled once per length
+    evaluate(state, key) -> metrics        [width]; one evaluation key shared by all seeds
+    The task's arrays (`split_task`) are bound as the programs' replicated last argument.
+    """
+    sharding: NamedSharding  # state leaves: seed axis first, split over devices
+    metric_sharding: NamedSharding  # chunk metrics [updates, seeds]
+    replicated: NamedSharding  # the task's arrays
+    task_arrays: list
+    _init: Callable
+    _evaluate: Callable
+    _make_chunk: Callable[[int], Callable]
+    _chunks: dict = dataclasses.field(default_factory=dict)
+
+    def init(self, keys: jax.Array):
+        return self._init(keys, self.task_arrays)
+
+    def chunk(self, length: int) -> Callable:
+        if length not in self._chunks:
+            compiled = self._make_chunk(length)
+            self._chunks[length] = lambda state: compiled(state, self.task_arrays)
+            self._chunks[length].jitted = compiled
+        return self._chunks[length]
+
+    def evaluate(self, state, key: jax.Array):
+        return self._evaluate(state, key, self.task_arrays)
+
+    def chunk_compilations(self) -> int:
+        return sum(fn.jitted._cache_size() for fn in self._chunks.values())
+
+
+def build_programs(algo: ModuleType, config, task, width: int) -> Programs:
+    """The init / chunk / evaluate programs of `algo` over `width` seeds (see `Programs`)."""
+    # Every leaf of the state has the seed axis first and is split over devices along it;
+    # metrics come out [updates, seeds]. Pinning the shardings keeps each seed on one device
+    # and gives every chunk call the same input types (no recompiling).
+    sharding = seed_sharding(width)
+    metric_sharding = NamedSharding(sharding.mesh, P(None, "seed"))
+    replicated = NamedSharding(sharding.mesh, P())
+    arrays, rebuild = split_task(task)
+    arrays = jax.device_put(arrays, replicated)
+
+    init = jax.jit(jax.vmap(lambda k, d: strong_types(algo.init(k, config, rebuild(d))),
+                            in_axes=(0, None)), out_shardings=sharding)
+    evaluate = jax.jit(jax.vmap(lambda s, k, d: algo.evaluate(s, k, config, rebuild(d)),
+                                in_axes=(0, None, None)))
+
+    def make_chunk(length: int):
+        vupdate = jax.vmap(lambda s, d: algo.update(s, config, rebuild(d)), in_axes=(0, None))
+        return jax.jit(
+            lambda s, d: jax.lax.scan(lambda c, _: vupdate(c, d), s, None, length=length),
+            in_shardings=(sharding, replicated), out_shardings=(sharding, metric_sharding))
+
+    return Programs(sharding, metric_sharding, replicated, arrays, init, evaluate, make_chunk)
+
+
 def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
           workdir: str | None = None, max_chunks: int | None = None, progress: bool = True,
           run_info: dict | None = None, sweep: dict[str, Sequence[float]] | None = None,
-          print_fn: Callable[[str], None] = print) -> RunResult:
+          artifacts: bool = True, print_fn: Callable[[str], None] = print) -> RunResult:
     """Trains `num_seeds` seeds of `algo` on `task` as one vmapped, sharded program.
 
     With `sweep={"lr": [1e-3, 3e-4], ...}` every combination of values trains `num_seeds`
@@ -213,10 +276,11 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     Args:
       algo: a module with the algorithm protocol (see launch/registry.py).
       config: its ConfigDict (num_updates, log_every, eval_every and hyperparameters).
-      task: what `init`/`update` train on (closed over, shared by all seeds).
+      task: what `init`/`update`/`evaluate` take (its arrays are one shared argument).
       workdir: where logs, checkpoints and reports go; an existing run there is resumed.
       max_chunks: stop after this many chunks in this call (simulates preemption; tests).
       run_info: extra JSON-able facts recorded in config.json / summary.json (algo, env...).
+      artifacts: after the last update, call the algorithm's `artifacts` hook (if it has one).
     """
     if config.get("x64", False) and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)  # before anything below is traced
@@ -227,31 +291,11 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
                          f"{total}, {chunk}, {eval_every}")
 
     members = sweep_members(sweep)
-    width = len(members) * num_seeds
-    # Every leaf of the state has the seed axis first and is split over devices along it;
-    # metrics come out [updates, seeds]. Pinning the shardings keeps each seed on one device
-    # and gives every chunk call the same input types (no recompiling).
-    sharding = seed_sharding(width)
-    metric_sharding = NamedSharding(sharding.mesh, P(None, "seed"))
-    replicated = NamedSharding(sharding.mesh, P())
-    data, bind = _task_data(task)
-    data = jax.device_put(data, replicated)
-
-    evaluate = jax.jit(jax.vmap(lambda s, k, d: algo.evaluate(s, k, config, bind(d)),
-                                in_axes=(0, None, None)))
-    init = jax.jit(jax.vmap(lambda k, d: _strong_types(algo.init(k, config, bind(d))),
-                            in_axes=(0, None)), out_shardings=sharding)
-
-    def make_chunk(length: int):
-        vupdate = jax.vmap(lambda s, d: algo.update(s, config, bind(d)), in_axes=(0, None))
-        return jax.jit(
-            lambda s, d: jax.lax.scan(lambda c, _: (vupdate(c, d)), s, None, length=length),
-            in_shardings=(sharding, replicated), out_shardings=(sharding, metric_sharding))
-
-    chunk_fns: dict[int, Callable] = {}
+    programs = build_programs(algo, config, task, len(members) * num_seeds)
     keys = jnp.tile(seed_keys(seed, num_seeds), len(members))  # same seeds for every member
-    keys = jax.device_put(keys, sharding)
-    state = jax.device_put(_apply_sweep(algo, init(keys, data), sweep, num_seeds), sharding)
+    keys = jax.device_put(keys, programs.sharding)
+    state = jax.device_put(_apply_sweep(algo, programs.init(keys), sweep, num_seeds),
+                           programs.sharding)
     step, log, ckpt = 0, None, None
     run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
                   "config": config_to_dict(config)}
@@ -284,9 +328,7 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     try:
         while step < total and (max_chunks is None or chunks_run < max_chunks):
             length = min(chunk, total - step)
-            if length not in chunk_fns:
-                chunk_fns[length] = make_chunk(length)
-            new_state, metrics = chunk_fns[length](state, data)
+            new_state, metrics = programs.chunk(length)(state)
             metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
             bad = _first_non_finite(metrics, step)
             if bad:
@@ -304,7 +346,7 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
                 log.write("metrics", step, row)
             if step // eval_every > prev // eval_every or step == total:
                 ev = jax.device_get(
-                    evaluate(new_state, jax.random.fold_in(eval_key_root, step), data))
+                    programs.evaluate(new_state, jax.random.fold_in(eval_key_root, step)))
                 ev = {k: np.asarray(v) for k, v in ev.items()}
                 bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
                 if bad:
@@ -330,15 +372,18 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             log.close()
 
     finished = step >= total
+    written: tuple[str, ...] = ()
     if workdir is not None and finished:
-        _write_reports(algo, config, task, state, final, log, workdir, run_config)
-    compiles = sum(fn._cache_size() for fn in chunk_fns.values())
+        _write_reports(config, final, log, workdir, run_config)
+        hook = registry.optional(algo, "artifacts")
+        if artifacts and hook is not None:
+            written = tuple(hook(state, config, task, workdir) or ())
     return RunResult(state=state, final=final, step=step, finished=finished, workdir=workdir,
-                     chunk_compilations=compiles)
+                     chunk_compilations=programs.chunk_compilations(), artifacts=written)
 
 
-def _write_reports(algo, config, task, state, final, log, workdir, run_config) -> None:
-    title = f"{run_config.get('algo', algo.__name__)} on {run_config.get('env', '-')}"
+def _write_reports(config, final, log, workdir, run_config) -> None:
+    title = f"{run_config.get('algo', '')} on {run_config.get('env', '-')}"
     extra = {"title": title}
     if "sweep" in run_config:
         members = sweep_members(run_config["sweep"])
@@ -350,13 +395,3 @@ def _write_reports(algo, config, task, state, final, log, workdir, run_config) -
             for i, m in enumerate(members)}
     report.write_summary(os.path.join(workdir, "summary.json"), run_config, final, extra)
     report.plot_learning_curves(log, os.path.join(workdir, "learning_curve.png"), title)
-    if hasattr(algo, "solution") and task is not None:
-        values, policy = jax.device_get(
-            jax.jit(jax.vmap(lambda s: algo.solution(s, config, task)))(state))
-        np.save(os.path.join(workdir, "values.npy"), np.asarray(values))
-        np.save(os.path.join(workdir, "policy.npy"), np.asarray(policy))
-        from envs.gridworld import GridWorld, plot_values_and_policy
-        if isinstance(task.env, GridWorld):
-            plot_values_and_policy(task.env, values[0], policy[0],
-                                   os.path.join(workdir, "gridworld.png"),
-                                   f"{title}: state values and policy (seed 0)")

@@ -184,10 +184,11 @@ def _cli(*args):
     (["--config.env.r_forbiden=-10"], ["r_forbiden"]),
     (["--env=CartPole-v1"], ["needs an exact tabular model", "gridworld"]),
     (["--config.env.layout=..x/..T"], ["unknown layout characters", "'x'"]),
-    (["--algo=iql", "--env=Pendulum-v1"], ["learns from --dataset", "drop --env"]),
+    (["--algo=iql", "--env=Pendulum-v1"], ["takes --dataset", "drop --env"]),
     (["--algo=iql", "--dataset=pendulum-medum-v0"], ["unknown dataset name 'pendulum-medum-v0'",
                                                      "pendulum-medium-v0", "swimmer-expert-v0"]),
-    (["--algo=ppo", "--dataset=moons"], ["does not train on a dataset"]),
+    (["--algo=ppo", "--dataset=moons"], ["takes --env", "drop --dataset"]),
+    (["--algo=robbins_monro", "--env=gridworld"], ["takes neither --env nor --dataset"]),
 ])
 def test_cli_rejects_bad_input_with_the_valid_choices(args, expected, tmp_path):
     if not any(a.startswith("--algo=") for a in args):  # the grid-world cases

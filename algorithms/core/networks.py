@@ -40,8 +40,8 @@ def _dense(features: int, scale: float = np.sqrt(2.0)) -> nn.Dense:
 
 
 class MLP(nn.Module):
-    """Hidden layers of `hidden` units with `activation`, then a linear output layer."""
-    hidden: Sequence[int]
+    """Hidden layers of `hidden_sizes` units with `activation`, then a linear output layer."""
+    hidden_sizes: Sequence[int]
     out: int
     activation: Callable = nn.tanh
     out_scale: float = 1.0
@@ -49,7 +49,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = x.reshape(x.shape[:-1] + (-1,)) if x.ndim > 1 else x
-        for h in self.hidden:
+        for h in self.hidden_sizes:
             x = self.activation(_dense(h)(x))
         return _dense(self.out, self.out_scale)(x)
 
@@ -62,64 +62,64 @@ def flatten_obs(obs: jax.Array, obs_ndim: int) -> jax.Array:
 
 class CategoricalPolicy(nn.Module):
     """pi(a|s) = softmax(logits(s)) for discrete actions."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     num_actions: int
     activation: Callable = nn.tanh
 
     @nn.compact
     def __call__(self, obs):
-        logits = MLP(self.hidden, self.num_actions, self.activation, out_scale=0.01)(obs)
+        logits = MLP(self.hidden_sizes, self.num_actions, self.activation, out_scale=0.01)(obs)
         return distrax.Categorical(logits=logits)
 
 
 class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log std (PPO/TRPO)."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     action_dim: int
     activation: Callable = nn.tanh
 
     @nn.compact
     def __call__(self, obs):
-        mean = MLP(self.hidden, self.action_dim, self.activation, out_scale=0.01)(obs)
+        mean = MLP(self.hidden_sizes, self.action_dim, self.activation, out_scale=0.01)(obs)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std) * jnp.ones_like(mean))
 
 
 class ValueNet(nn.Module):
     """v(s) -> scalar."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     activation: Callable = nn.tanh
 
     @nn.compact
     def __call__(self, obs):
-        return MLP(self.hidden, 1, self.activation, out_scale=1.0)(obs)[..., 0]
+        return MLP(self.hidden_sizes, 1, self.activation, out_scale=1.0)(obs)[..., 0]
 
 
 class DiscreteQNet(nn.Module):
     """q(s, .) -> [num_actions] (DQN)."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     num_actions: int
     activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, obs):
-        return MLP(self.hidden, self.num_actions, self.activation)(obs)
+        return MLP(self.hidden_sizes, self.num_actions, self.activation)(obs)
 
 
 class QNet(nn.Module):
     """q(s, a) -> scalar for continuous actions (DDPG, TD3, SAC)."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, obs, action):
         x = jnp.concatenate([obs, action], axis=-1)
-        return MLP(self.hidden, 1, self.activation)(x)[..., 0]
+        return MLP(self.hidden_sizes, 1, self.activation)(x)[..., 0]
 
 
 class QEnsemble(nn.Module):
     """`num` independent q(s, a) critics as one vmapped module: output [num, ...]."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     num: int = 2
     activation: Callable = nn.relu
 
@@ -127,72 +127,126 @@ class QEnsemble(nn.Module):
     def __call__(self, obs, action):
         ensemble = nn.vmap(QNet, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.num)
-        return ensemble(self.hidden, self.activation)(obs, action)
+        return ensemble(self.hidden_sizes, self.activation)(obs, action)
 
 
 class DeterministicPolicy(nn.Module):
     """a = max_action * tanh(mu(s)) (DDPG, TD3)."""
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     action_dim: int
     max_action: float = 1.0
     activation: Callable = nn.relu
 
     @nn.compact
     def __call__(self, obs):
-        return self.max_action * nn.tanh(MLP(self.hidden, self.action_dim, self.activation)(obs))
+        mu = MLP(self.hidden_sizes, self.action_dim, self.activation)(obs)
+        return self.max_action * nn.tanh(mu)
+
+
+class TanhNormal(distrax.Distribution):
+    """a = max_action * tanh(u), u ~ N(mean, diag(exp(log_std))^2): SAC's squashed Gaussian.
+
+    log pi(a|s) = log N(u) - sum_i log(max_action * (1 - tanh(u_i)^2)) (Haarnoja et al. 2018,
+    Eq. 26), with log(1 - tanh(u)^2) written as the stable 2 (log 2 - u - softplus(-2u)).
+    mean, log_std: [..., A]; samples [..., A]; log-probs [...].
+    """
+
+    def __init__(self, mean: jax.Array, log_std: jax.Array, max_action: float = 1.0):
+        self.loc, self.log_std, self.max_action = mean, log_std, max_action
+
+    @property
+    def event_shape(self):
+        return self.loc.shape[-1:]
+
+    @property
+    def batch_shape(self):
+        return self.loc.shape[:-1]
+
+    def _log_prob_of_pre_tanh(self, u: jax.Array) -> jax.Array:
+        std = jnp.exp(self.log_std)
+        log_normal = distrax.Normal(self.loc, std).log_prob(u).sum(-1)
+        log_det = (2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))).sum(-1)
+        return log_normal - (log_det + self.loc.shape[-1] * jnp.log(self.max_action))
+
+    def sample_and_log_prob(self, *, seed, sample_shape=()):
+        """Reparameterised sample(s) and their log-probs; one draw of shape mean.shape when
+        sample_shape is ()."""
+        shape = tuple(np.atleast_1d(sample_shape)) if sample_shape != () else ()
+        u = self.loc + jnp.exp(self.log_std) * jax.random.normal(seed, shape + self.loc.shape)
+        return self.max_action * jnp.tanh(u), self._log_prob_of_pre_tanh(u)
+
+    def _sample_n(self, key, n):
+        return self.sample_and_log_prob(seed=key, sample_shape=(n,))[0]
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        bound = 1.0 - 1e-6  # atanh is infinite at the box edges
+        u = jnp.arctanh(jnp.clip(value / self.max_action, -bound, bound))
+        return self._log_prob_of_pre_tanh(u)
+
+    def mode(self) -> jax.Array:
+        """The deterministic action max_action * tanh(mean) used for evaluation."""
+        return self.max_action * jnp.tanh(self.loc)
+
+
+class DiagGaussian(distrax.Distribution):
+    """N(mean, diag(exp(log_std))^2) with `gaussian_log_prob`'s density; mean [..., A]."""
+
+    def __init__(self, mean: jax.Array, log_std: jax.Array):
+        self.loc, self.log_std = mean, log_std
+
+    @property
+    def event_shape(self):
+        return self.loc.shape[-1:]
+
+    @property
+    def batch_shape(self):
+        return self.loc.shape[:-1]
+
+    def _sample_n(self, key, n):
+        noise = jax.random.normal(key, (n,) + self.loc.shape)
+        return self.loc + jnp.exp(self.log_std) * noise
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        return gaussian_log_prob(jnp.broadcast_to(self.loc, value.shape), self.log_std, value)
+
+    def mode(self) -> jax.Array:
+        return self.loc
 
 
 class TanhGaussianPolicy(nn.Module):
-    """Gaussian in pre-tanh space, squashed by tanh and scaled (SAC, Haarnoja et al. 2018, App. C).
-
-    Returns (mean, log_std); use `tanh_gaussian_sample` for reparameterised actions + log-probs.
-    """
-    hidden: Sequence[int]
+    """SAC's actor: a `TanhNormal` with state-dependent mean and log std (Haarnoja et al. 2018,
+    App. C), log std clipped to [log_std_min, log_std_max]."""
+    hidden_sizes: Sequence[int]
     action_dim: int
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     activation: Callable = nn.relu
 
     @nn.compact
-    def __call__(self, obs):
-        out = MLP(self.hidden, 2 * self.action_dim, self.activation)(obs)
+    def __call__(self, obs) -> TanhNormal:
+        out = MLP(self.hidden_sizes, 2 * self.action_dim, self.activation)(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
-        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
-        return mean, log_std
-
-
-def tanh_gaussian_sample(key, mean, log_std, max_action=1.0):
-    """a = max_action * tanh(u), u ~ N(mean, std^2), reparameterised; returns (a, log pi(a|s)).
-
-    log pi(a|s) = log N(u) - sum_i log(max_action * (1 - tanh(u_i)^2)) (SAC Eq. 26), with the
-    numerically stable 2 (log 2 - u - softplus(-2u)) form of log(1 - tanh(u)^2).
-    """
-    std = jnp.exp(log_std)
-    u = mean + std * jax.random.normal(key, mean.shape)
-    log_normal = distrax.Normal(mean, std).log_prob(u).sum(-1)
-    log_det = (2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))).sum(-1)
-    log_det = log_det + mean.shape[-1] * jnp.log(max_action)
-    return max_action * jnp.tanh(u), log_normal - log_det
+        return TanhNormal(mean, jnp.clip(log_std, self.log_std_min, self.log_std_max))
 
 
 class TanhMeanGaussianPolicy(nn.Module):
     """pi(a|s) = N(tanh(MLP(s)), diag(exp(log_std))^2), log_std a state-independent parameter.
 
-    The IQL authors' policy (IQL, AWAC) (`NormalTanhPolicy(state_dependent_std=False,
-    tanh_squash_distribution=False)`): the mean is squashed into [-1, 1], the distribution is
-    not. Returns (mean [..., A], log_std [A]) with log_std clipped to [log_std_min, log_std_max].
+    The policy of IQL (Kostrikov et al. 2022) and AWAC as their authors implement it: the mean
+    is squashed into [-1, 1], the distribution is not. Returns a `DiagGaussian` with log_std
+    [A] clipped to [log_std_min, log_std_max].
     """
-    hidden: Sequence[int]
+    hidden_sizes: Sequence[int]
     action_dim: int
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     activation: Callable = nn.relu
 
     @nn.compact
-    def __call__(self, obs):
-        mean = jnp.tanh(MLP(self.hidden, self.action_dim, self.activation)(obs))
+    def __call__(self, obs) -> DiagGaussian:
+        mean = jnp.tanh(MLP(self.hidden_sizes, self.action_dim, self.activation)(obs))
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return DiagGaussian(mean, jnp.clip(log_std, self.log_std_min, self.log_std_max))
 
 
 def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:

@@ -1,0 +1,46 @@
+"""Tasks built from an environment name: `env_task(name, config, requires)`.
+
+An RL algorithm trained on an environment declares `TASK_FLAG = "env"` and builds its task as
+
+    def make_task(name, config):
+        return tasks.env_task(name, config, REQUIRES)
+
+`config.env` holds the environment's options (`envs.env_options(name)`, which `launch.run`
+exposes as `--config.env.<option>`); `requires` names capabilities the algorithm needs, checked
+here with an error that names environments that have them.
+"""
+from __future__ import annotations
+
+import envs
+from algorithms.core import spaces
+
+# capability -> (test on (env, params), what it means, environments that have it)
+CAPABILITIES = {
+    "tabular_model": (lambda env, params: envs.has_tabular_model(env),
+                      "an exact tabular model (env.tabular_mdp), as the grid worlds have",
+                      "gridworld, gridworld-walls, gridworld-episodic"),
+    "discrete_actions": (spaces.is_discrete, "discrete actions",
+                         "CartPole-v1, Acrobot-v1, Breakout-MinAtar, gridworld"),
+    "continuous_actions": (lambda env, params: not spaces.is_discrete(env, params),
+                           "continuous (Box) actions",
+                           "Pendulum-v1, MountainCarContinuous-v0, Reacher-misc"),
+}
+
+
+def check_requirements(name: str, env, params, requires) -> None:
+    """ValueError if environment `name` lacks a capability in `requires`."""
+    for need in requires:
+        if need not in CAPABILITIES:
+            raise ValueError(f"unknown capability {need!r}; valid: {', '.join(CAPABILITIES)}")
+        test, meaning, examples = CAPABILITIES[need]
+        if not test(env, params):
+            raise ValueError(f"this algorithm needs {meaning}; environment {name!r} has none. "
+                             f"Environments that have it include: {examples}")
+
+
+def env_task(name: str, config, requires=()) -> envs.Task:
+    """`envs.Task(env, params)` for environment `name` with the options in `config.env`."""
+    options = dict(config.env) if "env" in config else {}
+    env, params = envs.make(name, **options)
+    check_requirements(name, env, params, requires)
+    return envs.Task(env, params)
