@@ -205,7 +205,8 @@ def write_summary(path: str, config: dict, final: dict[str, np.ndarray], extra: 
     payload = {
         **extra,
         "config": config,
-        "note": "final (last) values, never a best-so-far; CI = 95% percentile bootstrap over seeds",
+        "note": ("final (last) values, never a best-so-far; "
+                 "CI = 95% percentile bootstrap over seeds"),
         "per_seed": {k: np.asarray(v, dtype=float).tolist() for k, v in final.items()},
         "aggregate": {k: summarize(v) for k, v in final.items()},
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 
@@ -119,6 +120,8 @@ flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_boolean("artifacts", True, "After training, write the algorithm's own outputs "
                      "(tabular: values/policy grids and a picture; diffusion models: every "
                      "sampler at NFE 10/35/100 into a sliced-Wasserstein table and a picture).")
+flags.DEFINE_boolean("extend", False, "Continue a finished run in --workdir to a larger "
+                     "--config.num_updates (without it, a changed num_updates is refused).")
 flags.DEFINE_string("sweep", None, "Numeric hyperparameters trained side by side in one vmapped "
                     "program, e.g. 'lr=3e-4,1e-3;clip_eps=0.1,0.2' (the algorithm's SWEEPABLE).")
 _CONFIG = config_flags.DEFINE_config_dict("config", _DEFAULT_CONFIG,
@@ -142,12 +145,18 @@ def parse_sweep(text: str | None) -> dict[str, list[float]] | None:
     sweep = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, _, values = part.partition("=")
+        name = name.strip()
+        if name in sweep:
+            _fail(f"--sweep: {name!r} is given twice; list all its values once: "
+                  f"{name}=V1,V2,...")
         try:
-            sweep[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+            sweep[name] = [float(v) for v in values.split(",") if v.strip()]
         except ValueError:
-            _fail(f"--sweep: values of {name.strip()!r} must be numbers, got {values!r}")
-        if not sweep[name.strip()]:
-            _fail(f"--sweep: no values for {name.strip()!r}; expected NAME=V1,V2[;NAME2=...]")
+            _fail(f"--sweep: values of {name!r} must be numbers, got {values!r}")
+        if not sweep[name]:
+            _fail(f"--sweep: no values for {name!r}; expected NAME=V1,V2[;NAME2=...]")
+        if not all(math.isfinite(v) for v in sweep[name]):
+            _fail(f"--sweep: values of {name!r} must be finite numbers, got {values!r}")
     return sweep
 
 
@@ -163,6 +172,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from launch import runner  # after flag parsing: imports jax
+    from launch import workdir as workdir_lib
 
     algo_name = FLAGS.algo
     algo = registry.get(algo_name)
@@ -175,25 +185,26 @@ def main(argv):
             takes = f"--{algo.TASK_FLAG}" if algo.TASK_FLAG else "neither --env nor --dataset"
             _fail(f"algorithm {algo_name!r} takes {takes}; drop --{flag}")
     task_name = (given[algo.TASK_FLAG] if algo.TASK_FLAG else None) or algo.DEFAULT_TASK
-    try:
-        task = algo.make_task(task_name, config)
-    except (ValueError, ImportError, FileNotFoundError) as e:  # ImportError: a missing extra
-        _fail(str(e))
-
     label = task_label(task_name)
     sweep = parse_sweep(FLAGS.sweep)
     workdir = FLAGS.workdir or default_workdir(algo_name, label, config, FLAGS.num_seeds,
                                                FLAGS.seed, sweep)
+    try:
+        workdir_lib.check_usable(workdir)  # before a dataset is generated or anything compiled
+        task = algo.make_task(task_name, config)
+    except (ValueError, ImportError, FileNotFoundError) as e:  # ImportError: a missing extra
+        _fail(str(e))
+
     print(f"{algo_name} on {task_name or '(no task)'}: {FLAGS.num_seeds} seeds, "
           f"{config.num_updates} updates, workdir {workdir}")
     try:
         result = runner.train(algo, config, task, num_seeds=FLAGS.num_seeds, seed=FLAGS.seed,
                               workdir=workdir, progress=FLAGS.progress,
                               run_info={"algo": algo_name, "env": label}, sweep=sweep,
-                              artifacts=FLAGS.artifacts)
-    except runner.NonFiniteError as e:
+                              artifacts=FLAGS.artifacts, extend=FLAGS.extend)
+    except (runner.NonFiniteError, runner.Interrupted) as e:
         print(f"ERROR: {e}", file=sys.stderr)
-        return 1
+        return 130 if isinstance(e, runner.Interrupted) else 1
     except ValueError as e:
         _fail(str(e))
     from launch import report

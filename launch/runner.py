@@ -28,12 +28,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from algorithms.core.tree import is_prng_key, strong_types
+from algorithms.core.tree import strong_types
 from launch import registry, report
+from launch.workdir import Checkpoints, Workdir, WorkdirError  # noqa: F401 - re-exported
 
 
 class NonFiniteError(RuntimeError):
     """A metric became NaN or inf; the run stopped before saving the bad state."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C stopped the run between chunks; the last checkpoint is intact."""
 
 
 @dataclasses.dataclass
@@ -64,76 +69,10 @@ def seed_sharding(num_seeds: int) -> NamedSharding:
     return NamedSharding(mesh, P("seed"))
 
 
-# ---------------------------------------------------------------------------- checkpoints
-def _to_saveable(tree):
-    return jax.tree.map(lambda x: jax.random.key_data(x) if is_prng_key(x) else x, tree)
-
-
-def _from_saved(saved, template):
-    def restore_leaf(saved_leaf, template_leaf):
-        if is_prng_key(template_leaf):
-            return jax.random.wrap_key_data(saved_leaf, impl=jax.random.key_impl(template_leaf))
-        return saved_leaf
-
-    return jax.tree.map(restore_leaf, saved, template)
-
-
-class Checkpoints:
-    """orbax CheckpointManager over the State pytree (typed keys stored as raw key data)."""
-
-    def __init__(self, directory: str, max_to_keep: int = 3):
-        import orbax.checkpoint as ocp
-        self._ocp = ocp
-        self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=False))
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state) -> None:
-        self.manager.save(step, args=self._ocp.args.StandardSave(_to_saveable(state)))
-        self.manager.wait_until_finished()
-
-    def restore(self, step: int, template):
-        """Restores onto `template`'s shapes, dtypes and shardings."""
-        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, _to_saveable(template))
-        saved = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
-        return _from_saved(saved, template)
-
-    def close(self) -> None:
-        self.manager.close()
-
-
 # ---------------------------------------------------------------------------- config
 def config_to_dict(config) -> dict:
     return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
         else dict(config)
-
-
-def _check_same_run(workdir: str, run_config: dict) -> None:
-    """A workdir holds one run: refuse to resume it with a different configuration."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = json.load(f)
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    old_flat, new_flat = flat(old), flat(run_config)
-    ignored = {"config.num_updates"}  # extending a finished run is allowed
-    diff = sorted(k for k in set(old_flat) | set(new_flat)
-                  if k not in ignored and old_flat.get(k) != new_flat.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in diff[:6])
-        raise ValueError(f"workdir {workdir!r} holds a run with a different configuration "
-                         f"({shown}); choose another --workdir to start a new run")
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -265,7 +204,8 @@ def build_programs(algo: ModuleType, config, task, width: int) -> Programs:
 def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
           workdir: str | None = None, max_chunks: int | None = None, progress: bool = True,
           run_info: dict | None = None, sweep: dict[str, Sequence[float]] | None = None,
-          artifacts: bool = True, print_fn: Callable[[str], None] = print) -> RunResult:
+          artifacts: bool = True, extend: bool = False,
+          print_fn: Callable[[str], None] = print) -> RunResult:
     """Trains `num_seeds` seeds of `algo` on `task` as one vmapped, sharded program.
 
     With `sweep={"lr": [1e-3, 3e-4], ...}` every combination of values trains `num_seeds`
@@ -281,6 +221,11 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
       max_chunks: stop after this many chunks in this call (simulates preemption; tests).
       run_info: extra JSON-able facts recorded in config.json / summary.json (algo, env...).
       artifacts: after the last update, call the algorithm's `artifacts` hook (if it has one).
+      extend: allow a larger num_updates than the run already in `workdir` was started with.
+
+    Raises WorkdirError (a ValueError) before compiling anything when the workdir is in use by
+    another process, not writable, or holds a different run; NonFiniteError when a metric
+    becomes NaN/inf; Interrupted on Ctrl-C (the last checkpoint stays intact).
     """
     if config.get("x64", False) and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)  # before anything below is traced
@@ -291,27 +236,40 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
                          f"{total}, {chunk}, {eval_every}")
 
     members = sweep_members(sweep)
+    run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
+                  "config": config_to_dict(config), "devices": jax.device_count()}
+    if sweep:
+        run_config["sweep"] = {k: [float(v) for v in vs] for k, vs in sweep.items()}
+    # The workdir is locked and checked before anything is compiled.
+    wd = Workdir(workdir) if workdir is not None else None
+    try:
+        if wd is not None:
+            wd.open()
+            wd.check_run(run_config, extend=extend, print_fn=print_fn)
+        return _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progress,
+                      run_config, artifacts, print_fn)
+    finally:
+        if wd is not None:
+            wd.close()
+
+
+def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progress, run_config,
+           artifacts, print_fn) -> RunResult:
+    total, chunk = int(config.num_updates), int(config.log_every)
+    eval_every = int(config.get("eval_every", chunk))
     programs = build_programs(algo, config, task, len(members) * num_seeds)
     keys = jnp.tile(seed_keys(seed, num_seeds), len(members))  # same seeds for every member
     keys = jax.device_put(keys, programs.sharding)
+    sweep = run_config.get("sweep")
     state = jax.device_put(_apply_sweep(algo, programs.init(keys), sweep, num_seeds),
                            programs.sharding)
     step, log, ckpt = 0, None, None
-    run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
-                  "config": config_to_dict(config)}
-    if sweep:
-        run_config["sweep"] = {k: [float(v) for v in vs] for k, vs in sweep.items()}
-    if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        _check_same_run(workdir, run_config)
-        ckpt = Checkpoints(os.path.join(workdir, "checkpoints"))
-        latest = ckpt.latest_step()
-        if latest is not None:
-            state = ckpt.restore(latest, state)
-            step = int(latest)
+    workdir = wd.path if wd is not None else None
+    if wd is not None:
+        ckpt = wd.checkpoints
+        state, step = ckpt.restore_latest(state, print_fn)
+        if step:
             print_fn(f"Resuming from the checkpoint at update {step} in {workdir}")
-        report.atomic_write_text(os.path.join(workdir, "config.json"),
-                                 json.dumps(run_config, indent=2, sort_keys=True))
         log = report.MetricLog(workdir, resume_step=step)
 
     eval_key_root = jax.random.key(seed + 1_000_003)  # same eval episodes for every seed
@@ -319,6 +277,11 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     if log is not None:
         final.update(log.last("metrics"))
         final.update({f"eval/{k}": v for k, v in log.last("eval").items()})
+
+    def who(columns: list[int]) -> str:
+        if len(members) == 1:
+            return f"seeds {columns}"
+        return "; ".join(f"seed {c % num_seeds} of {members[c // num_seeds]}" for c in columns)
 
     bar = None
     if progress:
@@ -332,10 +295,10 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
             bad = _first_non_finite(metrics, step)
             if bad:
-                name, at, seeds = bad
+                name, at, columns = bad
                 last = ckpt.latest_step() if ckpt else None
                 raise NonFiniteError(
-                    f"metric {name!r} became non-finite at update {at} (seeds {seeds}); "
+                    f"metric {name!r} became non-finite at update {at} ({who(columns)}); "
                     f"stopped without saving that state"
                     + (f"; the checkpoint at update {last} in {workdir} is intact" if last
                        is not None else ""))
@@ -351,7 +314,7 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
                 bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
                 if bad:
                     raise NonFiniteError(f"evaluation metric {bad[0]!r} is non-finite at update "
-                                         f"{step} (seeds {bad[2]}); stopped without saving")
+                                         f"{step} ({who(bad[2])}); stopped without saving")
                 final.update({f"eval/{k}": v for k, v in ev.items()})
                 if log is not None:
                     log.write("eval", step, ev)
@@ -363,17 +326,23 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
                 bar.update(length)
                 shown = {k: float(np.mean(row[k])) for k in _progress_keys(row)}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+    except KeyboardInterrupt:
+        last = ckpt.latest_step() if ckpt else None
+        raise Interrupted(f"interrupted at update {step}"
+                          + (f" (last checkpoint: update {last}); rerun the same command to "
+                             "resume" if last is not None else "")) from None
     finally:
         if bar is not None:
             bar.close()
-        if ckpt is not None:
-            ckpt.close()
         if log is not None:
             log.close()
 
     finished = step >= total
     written: tuple[str, ...] = ()
-    if workdir is not None and finished:
+    # Reports are rewritten only from complete information: by a call that trained, or when
+    # there are none yet (a rerun of a finished run whose CSVs were deleted changes nothing).
+    if workdir is not None and finished and (
+            chunks_run or not os.path.exists(os.path.join(workdir, "summary.json"))):
         _write_reports(config, final, log, workdir, run_config)
         hook = registry.optional(algo, "artifacts")
         if artifacts and hook is not None:
