@@ -172,6 +172,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from launch import runner  # after flag parsing: imports jax
+    from algorithms.core import config_rules
     from launch import workdir as workdir_lib
 
     algo_name = FLAGS.algo
@@ -190,7 +191,9 @@ def main(argv):
     workdir = FLAGS.workdir or default_workdir(algo_name, label, config, FLAGS.num_seeds,
                                                FLAGS.seed, sweep)
     try:
-        workdir_lib.check_usable(workdir)  # before a dataset is generated or anything compiled
+        # Checked before a dataset is generated or anything is compiled or written:
+        config_rules.check(config, algo)
+        workdir_lib.check_usable(workdir)
         task = algo.make_task(task_name, config)
     except (ValueError, ImportError, FileNotFoundError) as e:  # ImportError: a missing extra
         _fail(str(e))

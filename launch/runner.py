@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from algorithms.core import config_rules
 from algorithms.core.tree import strong_types
 from launch import registry, report
 from launch.workdir import Checkpoints, Workdir, WorkdirError  # noqa: F401 - re-exported
@@ -227,13 +228,14 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     another process, not writable, or holds a different run; NonFiniteError when a metric
     becomes NaN/inf; Interrupted on Ctrl-C (the last checkpoint stays intact).
     """
-    if config.get("x64", False) and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)  # before anything below is traced
+    config_rules.check(config, algo)  # every field in its allowed range, before compiling
     total, chunk = int(config.num_updates), int(config.log_every)
     eval_every = int(config.get("eval_every", chunk))
     if total <= 0 or chunk <= 0 or eval_every <= 0:
         raise ValueError(f"num_updates, log_every and eval_every must be positive; got "
                          f"{total}, {chunk}, {eval_every}")
+    if config.get("x64", False) and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)  # before anything below is traced
 
     members = sweep_members(sweep)
     run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,

@@ -11,6 +11,8 @@ here with an error that names environments that have them.
 """
 from __future__ import annotations
 
+import math
+
 import envs
 from algorithms.core import spaces
 
@@ -38,9 +40,28 @@ def check_requirements(name: str, env, params, requires) -> None:
                              f"Environments that have it include: {examples}")
 
 
+def check_env_options(name: str, options: dict) -> None:
+    """ValueError naming an environment option whose value is impossible: every number must
+    be finite, probabilities (`*_prob`) in [0, 1], `max_steps_in_episode` >= 1."""
+    for key, value in options.items():
+        allowed = None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            allowed = "a finite number"
+        elif key.endswith("_prob") and not 0.0 <= value <= 1.0:
+            allowed = "a probability in [0, 1]"
+        elif key == "max_steps_in_episode" and value < 1:
+            allowed = "an integer >= 1"
+        if allowed:
+            raise ValueError(f"config.env.{key}={value!r} is not allowed for {name!r}: it must "
+                             f"be {allowed}")
+
+
 def env_task(name: str, config, requires=()) -> envs.Task:
     """`envs.Task(env, params)` for environment `name` with the options in `config.env`."""
     options = dict(config.env) if "env" in config else {}
+    check_env_options(name, options)
     env, params = envs.make(name, **options)
     check_requirements(name, env, params, requires)
     return envs.Task(env, params)
