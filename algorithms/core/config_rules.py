@@ -6,8 +6,9 @@ value and what is allowed. Rules come from two places:
 - `VOCABULARY`: the codebase's shared field names (`gamma`, `lr`, `num_envs`, `hidden_sizes`,
   ...) and name patterns (`*_lr`, `num_*`, `*_coef`, ...), so most fields need nothing more;
 - a module's own `CONFIG_RULES = {"field": rule, ...}` (overriding the vocabulary, e.g. DP's
-  gamma < 1; nested fields by their dotted path, e.g. "sampler.name") plus `CONFIG_CHECKS = (fn(config) -> message | None, ...)` for conditions that
-  involve several fields (e.g. total_timesteps >= num_envs * num_steps).
+  gamma < 1; nested fields by their dotted path, e.g. "sampler.name"), plus
+  `CONFIG_CHECKS = (fn(config) -> message | None, ...)` for conditions that involve several
+  fields (e.g. total_timesteps >= num_envs * num_steps).
 
     check(config, module)        # ValueError("config.gamma=1.5 is not allowed: ...")
     uncovered(config, module)    # fields no rule covers (a test keeps this empty)
