@@ -40,7 +40,7 @@ MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1], [0, 0]], dtype=np.int32)
 ACTION_NAMES = ("up", "right", "down", "left", "stay")
 
 LAYOUTS = {
-    # The book's 5x5 example (Fig. 3.4 / Fig. 2.x): forbidden (2,2) (2,3) (3,3) (4,2) (4,4)
+    # The book's 5x5 example (Ch. 2-3, e.g. Fig. 3.4): forbidden (2,2) (2,3) (3,3) (4,2) (4,4)
     # (5,2) and target (4,3), 1-based (row, col).
     "book": ".....\n.##..\n..#..\n.#T#.\n.#...",
     # The 2x2 examples of Chapter 2 (target bottom-right, one forbidden cell).
@@ -127,7 +127,8 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
         row, col = state // self.width, state % self.width
         move = jnp.asarray(MOVES)[action]
         aim_row, aim_col = row + move[0], col + move[1]
-        off_grid = (aim_row < 0) | (aim_row >= self.height) | (aim_col < 0) | (aim_col >= self.width)
+        off_grid = ((aim_row < 0) | (aim_row >= self.height)
+                    | (aim_col < 0) | (aim_col >= self.width))
         aim = (jnp.clip(aim_row, 0, self.height - 1) * self.width
                + jnp.clip(aim_col, 0, self.width - 1)).astype(jnp.int32)
         aim_forbidden = jnp.asarray(self.forbidden)[aim] & ~off_grid

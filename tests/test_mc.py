@@ -149,7 +149,7 @@ def test_mc_basic_reaches_optimal_policy_with_default_episode_length(book_task):
     np.testing.assert_array_equal(np.asarray(again.q), np.asarray(states.q))
     assert int(again.step[0]) == 10
     for i in range(3):
-        state = jax.tree.map(lambda x: x[i], states)
+        state = jax.tree.map(lambda x, i=i: x[i], states)
         assert np.max(np.abs(BOOK_V_STAR - np_v_pi(book_task, state.policy))) < 1e-3
         assert int(metrics["policy_changes"][i, -1]) == 0  # converged: the policy is stable
         values = np.asarray(state.q).max(1)  # what solution() returns as values
@@ -171,8 +171,9 @@ def test_mc_exploring_starts_near_optimal(book_task):
     """Default config (first visit, 64 episodes of 30 steps per update), 400 updates, 3 seeds.
 
     Measured gaps after 400 updates, two sets of 16 seeds: mean 0.41 / 0.43, max 1.37 / 1.23
-    (start: ~9-18); the mean state value of the policy was within 0.08 of v*'s. Tolerances: every seed gap < 2.0 and
-    mean value within 0.25 of v*'s, mean gap over seeds < 1.0. Also vmap == loop over seeds.
+    (start: ~9-18); the mean state value of the policy was within 0.08 of v*'s. Tolerances:
+    every seed gap < 2.0 and mean value within 0.25 of v*'s, mean gap over seeds < 1.0. Also
+    vmap == loop over seeds.
     """
     config = mc_exploring_starts.default_config()
     keys = jax.random.split(jax.random.key(0), 3)

@@ -4,7 +4,6 @@ References are numpy re-implementations of the recursions, sample means, and the
 variances of the RM iterates.
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

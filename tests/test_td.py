@@ -3,9 +3,11 @@ Q-learning (on- and off-policy).
 
 References are independent of the code under test: single updates are checked against hand-computed
 numbers / a numpy formula, convergence against the exact v_pi from a numpy linear solve on the dense
-model, and against the book's optimal values (Fig. 3.x, 5x5 grid, gamma 0.9).
+model, and against the book's optimal values (Ch. 3, 5x5 grid, gamma 0.9).
 Numbers measured when the tests were written are in the comments next to each tolerance.
 """
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,7 +100,7 @@ def test_td_update_pure_hand_numbers():
 
 def test_td_zero_single_env_step(book_task):
     config = td_zero.default_config()
-    config.steps_per_update, config.step_size, config.alpha = 1, "constant", 0.1
+    config.num_steps, config.step_size, config.alpha = 1, "constant", 0.1
     v0 = np.linspace(-2.0, 3.0, 25).astype(np.float32)
     step = jitted_update(td_zero, config, book_task)
     for seed in range(3):
@@ -116,7 +118,7 @@ def test_td_zero_single_env_step(book_task):
 def test_one_sarsa_step_in_the_env(book_task):
     """From cell 11 take 'right' into forbidden cell 12: r = -1, s' = 12; q(11, right) = 5.6."""
     config = sarsa.default_config()
-    config.steps_per_update = 1
+    config.num_steps = 1
     state = placed(sarsa.init(jax.random.key(0), config, book_task), CELL,
                    q=jnp.asarray(Q0), action=jnp.int32(1))
     new, metrics = jitted_update(sarsa, config, book_task)(state)
@@ -154,7 +156,7 @@ def test_one_step_targets_by_hand(kind, hand_value):
 
 def test_off_policy_q_learning_single_step(book_task):
     config = q_learning_off_policy.default_config()
-    config.steps_per_update = 1
+    config.num_steps = 1
     step = jitted_update(q_learning_off_policy, config, book_task)
     for seed in range(3):
         state = placed(q_learning_off_policy.init(jax.random.key(seed), config, book_task),
@@ -202,7 +204,7 @@ def test_n_step_sarsa_with_n_1_is_sarsa(book_task):
 # ---------------------------------------------------------------------------- convergence
 def td_config():
     config = td_zero.default_config()  # decaying step size 0.1 / (1 + n(s)/500)^0.75
-    config.steps_per_update = 200
+    config.num_steps = 200
     return config
 
 
@@ -244,7 +246,7 @@ ONLINE_TASK_STEPS = 3
 def online_config(algo, **extra):
     config = algo.default_config()  # alpha = 0.1, epsilon = 0.1 (book)
     config.update(extra)
-    config.steps_per_update = 300
+    config.num_steps = 300
     return config
 
 
@@ -347,11 +349,97 @@ def test_unknown_choices_raise(book_task):
         n_step_sarsa.init(jax.random.key(0), config, book_task)
 
 
-def test_solutions_have_protocol_shapes(book_task):
-    for algo in (td_zero, sarsa, expected_sarsa, n_step_sarsa, q_learning, q_learning_off_policy):
-        config = algo.default_config()
-        state = algo.init(jax.random.key(0), config, book_task)
-        values, policy = algo.solution(state, config, book_task)
-        assert values.shape == (25,) and policy.shape == (25, 5)
-        np.testing.assert_allclose(np.asarray(policy).sum(axis=1), 1.0, atol=1e-6)
-        assert isinstance(state.step, jax.Array) and state.step.dtype == jnp.int32
+# ---------------------------------------------------------------------------- protocol
+TABULAR = ["policy_evaluation", "value_iteration", "policy_iteration",
+           "truncated_policy_iteration", "mc_basic", "mc_exploring_starts", "mc_epsilon_greedy",
+           "robbins_monro", "sgd_mean_estimation", "td_zero", "sarsa", "expected_sarsa",
+           "n_step_sarsa", "q_learning", "q_learning_off_policy", "td_linear"]
+NO_ENV = ("robbins_monro", "sgd_mean_estimation")
+WITH_ENV = [name for name in TABULAR if name not in NO_ENV]
+# Agents whose behaviour policy is epsilon-greedy in their q (the others sample a stored policy).
+EPS_GREEDY = ("mc_epsilon_greedy", "sarsa", "expected_sarsa", "n_step_sarsa", "q_learning")
+
+
+def tabular_module(name):
+    return importlib.import_module(f"algorithms.tabular.{name}")
+
+
+@pytest.mark.parametrize("name", TABULAR)
+def test_protocol_members_and_primary_metric(book_task, name):
+    """Task members, and PRIMARY_METRIC is one of the runner's final metrics (the last training
+    row's keys and the evaluation keys prefixed with "eval/")."""
+    algo = tabular_module(name)
+    config = algo.default_config()
+    if name in NO_ENV:
+        assert (algo.TASK_FLAG, algo.DEFAULT_TASK) == (None, None)
+        assert algo.make_task(None, config) is None
+        assert not hasattr(algo, "act") and not hasattr(algo, "artifacts")
+        task = None
+    else:
+        assert (algo.TASK_FLAG, algo.DEFAULT_TASK) == ("env", "gridworld")
+        made = algo.make_task("gridworld", config)
+        assert made.env.layout == book_task.env.layout
+        task = book_task
+    state = jax.eval_shape(lambda k: algo.init(k, config, task), jax.random.key(0))
+    _, metrics = jax.eval_shape(lambda s: algo.update(s, config, task), state)
+    evals = jax.eval_shape(lambda s: algo.evaluate(s, jax.random.key(1), config, task), state)
+    assert algo.PRIMARY_METRIC in set(metrics) | {f"eval/{k}" for k in evals}
+    assert state.step.dtype == jnp.int32
+
+
+def randomized(state, rng):
+    """`state` with random q [S, A] and random stochastic policy [S, A] (no ties)."""
+    fields = {}
+    if hasattr(state, "q"):
+        fields["q"] = jnp.asarray(rng.normal(size=state.q.shape), state.q.dtype)
+    if hasattr(state, "policy"):
+        fields["policy"] = jnp.asarray(rng.dirichlet(np.ones(5), 25), state.policy.dtype)
+    return state.replace(**fields)
+
+
+@pytest.mark.parametrize("name", WITH_ENV)
+def test_act_greedy_and_behaviour(book_task, name):
+    """act(key=None) is the argmax of the policy `solution` reports; with a key, the action
+    frequencies of 400 draws per state follow the behaviour policy (std <= 0.025)."""
+    algo = tabular_module(name)
+    config = algo.default_config()
+    state = randomized(algo.init(jax.random.key(0), config, book_task), np.random.default_rng(0))
+    values, policy = algo.solution(state, config, book_task)
+    assert values.shape == (25,) and policy.shape == (25, 5)
+    np.testing.assert_allclose(np.asarray(policy).sum(axis=1), 1.0, atol=1e-6)
+
+    greedy = algo.act(state, jnp.arange(25), config, book_task)
+    assert greedy.dtype == jnp.int32 and greedy.shape == (25,)
+    np.testing.assert_array_equal(np.asarray(greedy), np.argmax(np.asarray(policy), axis=1))
+
+    if name in EPS_GREEDY:
+        q = np.asarray(state.q, np.float64)
+        behaviour = np.full(q.shape, config.epsilon / 5)
+        behaviour[np.arange(25), q.argmax(1)] += 1 - config.epsilon
+    elif name == "q_learning_off_policy":
+        behaviour = np.asarray(state.behavior)
+    else:
+        behaviour = np.asarray(state.policy)
+    obs = jnp.repeat(jnp.arange(25, dtype=jnp.int32), 400)
+    actions = algo.act(state, obs, config, book_task, jax.random.key(5))
+    assert actions.dtype == jnp.int32 and actions.shape == obs.shape
+    freq = np.zeros((25, 5))
+    np.add.at(freq, (np.asarray(obs), np.asarray(actions)), 1.0 / 400)
+    assert np.max(np.abs(freq - behaviour)) < 0.12, np.max(np.abs(freq - behaviour))
+    again = algo.act(state, obs, config, book_task, jax.random.key(5))
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(actions))
+
+
+def test_artifacts_write_values_policy_and_picture(book_task, tmp_path):
+    """artifacts writes every seed's solution (values.npy [seeds, S], policy.npy [seeds, S, A])
+    and seed 0's picture, and names the files."""
+    config = q_learning.default_config()
+    state = jax.vmap(lambda k: q_learning.init(k, config, book_task))(
+        jax.random.split(jax.random.key(0), 2))
+    q = np.random.default_rng(1).normal(size=(2, 25, 5)).astype(np.float32)
+    state = state.replace(q=jnp.asarray(q))
+    written = q_learning.artifacts(state, config, book_task, str(tmp_path))
+    assert written == ["values.npy", "policy.npy", "gridworld.png"]
+    np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), q.max(axis=-1))
+    np.testing.assert_array_equal(np.load(tmp_path / "policy.npy"), np.eye(5)[q.argmax(-1)])
+    assert (tmp_path / "gridworld.png").stat().st_size > 0

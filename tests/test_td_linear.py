@@ -139,7 +139,7 @@ def test_td_linear_approaches_td_fixed_point(long_episode_task, kind, order, tol
     config = td_linear.default_config()
     config.features, config.order = kind, order
     config.step_size, config.alpha, config.alpha_tau = "decaying", 0.005, 2e4
-    config.steps_per_update = 500
+    config.num_steps = 500
     state, _ = run_updates(td_linear, config, task, jax.random.key(0), 600)
     v_hat = np.asarray(td_linear.solution(state, config, task)[0], np.float64)
     v_td = phi @ np_td_fixed_point(phi, p_pi, r_pi, d)  # compare values: column order free
@@ -158,7 +158,7 @@ def test_higher_order_features_give_lower_rmse(book_task):
     for order in (1, 3):
         config = td_linear.default_config()
         config.features, config.order = "fourier", order
-        config.alpha, config.steps_per_update = 0.002, 500
+        config.alpha, config.num_steps = 0.002, 500
         state, _ = run_updates(td_linear, config, book_task, jax.random.key(1), 100)
         results[order] = jit_evaluate(td_linear, config, book_task)(state)
     assert float(results[3]["rmse"]) < float(results[1]["rmse"]) - 0.05, results
@@ -167,7 +167,7 @@ def test_higher_order_features_give_lower_rmse(book_task):
 
 def test_vmap_over_seeds_equals_loop_and_determinism(book_task):
     config = td_linear.default_config()
-    config.steps_per_update = 50
+    config.num_steps = 50
 
     def run(key):
         state = td_linear.init(key, config, book_task)

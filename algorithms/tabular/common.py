@@ -1,23 +1,46 @@
-"""Pieces every tabular algorithm shares: Bellman operators, policies, exact evaluation, episodes.
+"""Pieces every tabular algorithm shares: Bellman operators, policies, exact evaluation,
+episodes, and the protocol members they have in common (task, `act`, `artifacts`).
 
 Notation of S. Zhao, "Mathematical Foundations of Reinforcement Learning" (2025):
-q(s, a) = r(s, a) + gamma * sum_s' p(s'|s, a) v(s')                         (Ch. 2, Eq. 2.x)
-v_pi = r_pi + gamma P_pi v_pi  =>  v_pi = (I - gamma P_pi)^-1 r_pi           (Ch. 2, matrix form)
-v*   = max_pi (r_pi + gamma P_pi v*)                                         (Ch. 3, BOE)
+q(s, a) = r(s, a) + gamma * sum_s' p(s'|s, a) v(s')                 (Ch. 2, action values)
+v_pi = r_pi + gamma P_pi v_pi  =>  v_pi = (I - gamma P_pi)^-1 r_pi   (Ch. 2, matrix form)
+v*   = max_pi (r_pi + gamma P_pi v*)                                 (Ch. 3, Bellman optimality)
 
-Policies are arrays pi[s, a] of probabilities. All functions are pure and jittable.
+Policies are arrays pi[s, a] of probabilities. All functions but `artifacts_from`'s hook are
+pure and jittable.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import json
+import os
+from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from envs import Task  # noqa: F401  (re-exported: tabular code says common.Task)
+from algorithms.core import tasks
+from envs import Task
+from envs.gridworld import GridWorld, plot_values_and_policy
 from envs.tabular import TabularMDP
+
+# Every tabular algorithm trained on an env needs its exact model: dynamic programming for its
+# updates, the sample-based methods for exact evaluation metrics (v_pi, v*, q*) and for the
+# fixed reference policies ("optimal") some of them follow.
+REQUIRES = ("tabular_model",)
+
+
+def make_task(name: str, config) -> Task:
+    """The protocol's task: environment `name` (with `config.env`'s options) and its params."""
+    return tasks.env_task(name, config, REQUIRES)
+
+
+def no_task(name, config) -> None:
+    """The task of an algorithm without an environment (stochastic approximation): None."""
+    del name, config
+    return None
 
 
 def tabular_config(num_updates: int, log_every: int, eval_every: int | None = None,
@@ -88,7 +111,7 @@ def evaluate_policy_exact(mdp: TabularMDP, policy: jax.Array, gamma) -> jax.Arra
 
 
 def bellman_expectation(mdp: TabularMDP, policy: jax.Array, v: jax.Array, gamma) -> jax.Array:
-    """One iterative-evaluation sweep v <- r_pi + gamma P_pi v (book Ch. 2.7, Eq. 2.x)."""
+    """One iterative-evaluation sweep v <- r_pi + gamma P_pi v (book Ch. 2.7)."""
     return jnp.sum(policy * q_from_v(mdp, v, gamma), axis=-1)
 
 
@@ -140,6 +163,21 @@ def policy_metrics(mdp: TabularMDP, policy: jax.Array, gamma,
             "optimality_gap": jnp.max(gap)}
 
 
+def evaluate_stored_policy(state, key, config, task) -> dict[str, jax.Array]:
+    """The protocol's `evaluate` of an agent that stores its policy `state.policy` [S, A]:
+    `policy_metrics` of that policy over the occupiable states (exact, so `key` is unused)."""
+    del key
+    return policy_metrics(model_of(task), state.policy, config.gamma, occupiable_states(task))
+
+
+def initial_dp_estimates(mdp: TabularMDP) -> tuple[jax.Array, jax.Array]:
+    """(v_0 = 0 [S], the uniform placeholder policy pi_0 [S, A]), in the model's dtype: where
+    value iteration and (truncated) policy iteration start."""
+    dtype = mdp.rewards.dtype
+    return (jnp.zeros(mdp.num_states, dtype),
+            uniform_policy(mdp.num_states, mdp.num_actions).astype(dtype))
+
+
 def sample_actions(key: jax.Array, policy_rows: jax.Array) -> jax.Array:
     """One action per row of probabilities (int32)."""
     return jax.random.categorical(key, jnp.log(policy_rows), axis=-1).astype(jnp.int32)
@@ -169,7 +207,8 @@ def rollout(key: jax.Array, task: Task, policy: jax.Array, length: int,
         obs, env_state = env.reset(k_reset, params)
     else:
         obs, env_state = env.reset_to(start_state)
-    action = sample_actions(k_first, policy[obs]) if start_action is None else jnp.int32(start_action)
+    action = (sample_actions(k_first, policy[obs]) if start_action is None
+              else jnp.int32(start_action))
 
     def step(carry, step_key):
         obs, env_state, action = carry
@@ -187,3 +226,78 @@ def rollout(key: jax.Array, task: Task, policy: jax.Array, length: int,
 
     _, traj = jax.lax.scan(step, (obs, env_state, action), jax.random.split(k_steps, length))
     return traj
+
+
+# ---------------------------------------------------------------------- protocol: act, artifacts
+def make_act(greedy_scores, behaviour_policy):
+    """The protocol's `act(state, obs, config, task, key=None)` of a tabular agent.
+
+    `greedy_scores(state, config)` -> [S, A]: without a key the action is its argmax in each
+    observed state (ties to the lowest action index, as `greedy`). `behaviour_policy(state,
+    config)` -> [S, A] probabilities: with a key one action per observed state is sampled from
+    its row. `obs` holds state indices [B] (the grid worlds' observations); actions come back
+    int32 [B].
+    """
+    def act(state, obs, config, task, key=None):
+        del task
+        obs = jnp.asarray(obs, jnp.int32)
+        if key is None:
+            return jnp.argmax(greedy_scores(state, config)[obs], axis=-1).astype(jnp.int32)
+        return sample_actions(key, behaviour_policy(state, config)[obs])
+
+    return act
+
+
+# Agents that store their policy pi [S, A] (DP, MC with greedy policies, fixed-policy
+# prediction): its most probable action, or a draw from it.
+act_by_policy = make_act(lambda state, config: state.policy,
+                         lambda state, config: state.policy)
+# Agents that store q [S, A] and follow its epsilon-greedy policy (config.epsilon).
+act_epsilon_greedy = make_act(lambda state, config: state.q,
+                              lambda state, config: epsilon_greedy(state.q, config.epsilon))
+
+
+def stored_solution(state, config, task):
+    """(v [S], pi [S, A]) as the state stores them (`state.values`, `state.policy`)."""
+    return state.values, state.policy
+
+
+def greedy_solution(state, config, task):
+    """(max_a q(s, a) [S], the greedy policy of q [S, A]): estimates of v* and pi*."""
+    return jnp.max(state.q, axis=-1), greedy(state.q)
+
+
+def artifacts_from(solution, algo_name: str):
+    """The protocol's `artifacts(state, config, task, workdir)` hook of a tabular algorithm.
+
+    `solution(state, config, task) -> (values [S], policy [S, A])` of one seed. The hook writes
+    values.npy [seeds, S] and policy.npy [seeds, S, A] for every seed and, on a `GridWorld`,
+    gridworld.png drawing seed 0's values and policy; it returns the file names written.
+    `algo_name` (a module's `__name__`) titles the picture when the workdir has no
+    config.json naming the run.
+    """
+    def artifacts(state, config, task, workdir) -> list[str]:
+        values, policy = jax.device_get(
+            jax.jit(jax.vmap(lambda s: solution(s, config, task)))(state))
+        np.save(os.path.join(workdir, "values.npy"), np.asarray(values))
+        np.save(os.path.join(workdir, "policy.npy"), np.asarray(policy))
+        written = ["values.npy", "policy.npy"]
+        if isinstance(task.env, GridWorld):
+            plot_values_and_policy(task.env, values[0], policy[0],
+                                   os.path.join(workdir, "gridworld.png"),
+                                   f"{run_title(workdir, algo_name)}: state values and policy "
+                                   "(seed 0)")
+            written.append("gridworld.png")
+        return written
+
+    return artifacts
+
+
+def run_title(workdir: str, algo_name: str) -> str:
+    """'<algo> on <env>' from the run's config.json, else from the module name."""
+    run = {}
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            run = json.load(f)
+    return f"{run.get('algo', algo_name.rsplit('.', 1)[-1])} on {run.get('env', '-')}"

@@ -8,37 +8,27 @@ epsilon-greedy policy pi_t instead of sampling it:
 
 i.e. a stochastic-approximation solver of q_pi(s, a) = E[R + gamma v_pi(S') | s, a] with
 v_pi(s') = sum_a pi(a|s') q_pi(s', a). Removing the randomness of A_{t+1} lowers the variance of
-the target. Behaviour, episode handling and one `update` = `config.steps_per_update` online
+the target. Behaviour, episode handling and one `update` = `config.num_steps` online
 steps are those of Sarsa (the shared engine in `sarsa.py`); a terminated step does not
 bootstrap, a truncated one does (from the true next state).
 """
 from __future__ import annotations
 
-from algorithms.tabular import sarsa
+from algorithms.tabular import common, sarsa
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # the model is used only for exact evaluation metrics
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 State = sarsa.State
-
-
-def default_config():
-    return sarsa.online_config()  # alpha 0.1, epsilon 0.1 as in the book's examples
-
-
-def init(key, config, task) -> State:
-    return sarsa.online_init(key, config, task)
+default_config = sarsa.default_config  # alpha 0.1, epsilon 0.1 as in the book's examples
+init = sarsa.init
+evaluate = sarsa.evaluate  # exact quality of the greedy and the followed policy
 
 
 def update(state: State, config, task):
     return sarsa.online_update("expected_sarsa", state, config, task)
 
 
-def evaluate(state: State, key, config, task):
-    del key
-    return sarsa.control_metrics(state.q, config, task)
-
-
-def solution(state: State, config, task):
-    """(sum_a pi(a|s) q(s, a), the epsilon-greedy policy pi being followed)."""
-    return sarsa.solution(state, config, task)
+solution = sarsa.solution  # (sum_a pi(a|s) q(s, a), the epsilon-greedy policy followed)
+act = common.act_epsilon_greedy
+artifacts = common.artifacts_from(solution, __name__)

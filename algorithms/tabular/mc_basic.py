@@ -4,8 +4,8 @@ Policy iteration with the model-based evaluation step replaced by Monte Carlo es
 
     policy evaluation:   q_{pi_k}(s, a) = E[G_t | S_t = s, A_t = a]
                          ~ (1/N) sum_{i=1}^N g^{(i)}(s, a),
-                         the mean discounted return g = sum_{t=0}^{L-1} gamma^t r_{t+1} of N episodes
-                         of length L that start with (s, a) and then follow pi_k;
+                         the mean discounted return g = sum_{t=0}^{L-1} gamma^t r_{t+1} of N
+                         episodes of length L that start with (s, a) and then follow pi_k;
     policy improvement:  pi_{k+1}(s) = argmax_a q_{pi_k}(s, a)   (deterministic, greedy).
 
 One `update` is one (evaluation, improvement) iteration: it samples `episodes_per_pair`
@@ -13,17 +13,12 @@ episodes from EVERY state-action pair (vmapped over the |S| |A| pairs and the ep
 replaces q with the fresh means; it keeps no memory of older policies' returns.
 
 Episode length (book Ch. 5.2.3, Fig. 5.5): a return truncated after L steps ignores the rewards
-from step L on, so a state more than ~L steps from the target never "sees" it and its estimated
-q values are all about equal (here: greedy ties -> action 0). The book's Fig. 5.5 (drawn with
-r_forbidden = -10) shows this for a range of L: the region of states with correct, nonzero
-values grows outward from the target as L grows. Even with the right policy the estimated
-values stay off by up to gamma^L * r_target / (1 - gamma) = 10 * 0.9^L (2.1 at L = 15, 4e-4 at
-L = 100). The greedy POLICY needs less: we measured (20 random
-initial policies each, 15 updates) the final policy to be exactly optimal (v_pi = v* to 1e-5)
-for L >= 6 on the default grid (r_boundary = r_forbidden = -1, r_target = 1, gamma 0.9) and for
-L >= 8 with r_forbidden = -10, but not always for L = 5, and never for L = 1 or 2 (gaps 9.0 and
-8.1: with L = 1 the estimate is the immediate reward r(s, a) and every state not next to the
-target keeps a tie). The default L = 30 leaves a wide margin; tests/test_mc.py checks it.
+from step L on, so a state more than about L steps from the target never "sees" it and its
+estimated q values all tie (greedy ties go to action 0); the region of states with correct
+values grows outward from the target as L grows. Even with the right policy the estimates stay
+off by up to gamma^L r_target / (1 - gamma). The greedy policy needs a shorter L than the
+values do; tests/test_mc.py checks that the default L = 30 reaches an optimal policy and that
+L = 1 does not.
 
 The grid world and a deterministic policy make every episode deterministic, so one episode per
 pair is exact (the book's remark); with `slip_prob > 0` raise `episodes_per_pair`.
@@ -41,8 +36,8 @@ from flax import struct
 from algorithms.core import returns as core_returns
 from algorithms.tabular import common
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 
 @struct.dataclass
@@ -55,7 +50,7 @@ class State:
 
 def default_config():
     config = common.tabular_config(num_updates=20, log_every=1)
-    config.episode_length = 30  # L; optimal policy on the book grid from L >= 6-8 (module doc)
+    config.episode_length = 30  # L; long enough for the book grid (module doc)
     config.episodes_per_pair = 1  # N; 1 is exact for a deterministic env and policy
     return config
 
@@ -122,12 +117,11 @@ def update(state: State, config, task):
     return State(q=q, policy=policy, key=key, step=state.step + 1), metrics
 
 
-def evaluate(state: State, key, config, task):
-    del key
-    return common.policy_metrics(common.model_of(task), state.policy, config.gamma,
-                                 common.occupiable_states(task))
-
-
 def solution(state: State, config, task):
     """(estimated values max_a q(s, a) [S], greedy policy [S, A])."""
     return jnp.max(state.q, axis=-1), state.policy
+
+
+evaluate = common.evaluate_stored_policy
+act = common.act_by_policy
+artifacts = common.artifacts_from(solution, __name__)

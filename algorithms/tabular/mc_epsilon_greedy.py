@@ -3,7 +3,7 @@
 MC control without exploring starts: the behavior policy itself explores. With |A| actions,
 
     pi(a|s) = 1 - eps (|A| - 1) / |A|   for a = argmax_a' q(s, a'),
-    pi(a|s) = eps / |A|                 for the other actions               (Eq. 5.x),
+    pi(a|s) = eps / |A|                 for the other actions               (Ch. 5.4),
 
 so every action keeps probability >= eps / |A| and long episodes visit every pair many times.
 
@@ -20,22 +20,16 @@ The book's examples run ONE very long episode (1e6 steps). Here one `update` is
 `episodes_per_update` vmapped episodes of `episode_length` (default 16 x 100) followed by one
 improvement; the env's `max_steps_in_episode` is set to `episode_length`.
 
-Sample efficiency (measured on the book grid, eps = 0.1, 100-step episodes, 16 per update):
-once the policy is decent the agent spends most steps at the target, so far states are visited
-mostly as start states and their non-greedy actions (probability eps/5 each) get a handful of
-returns, many from early, poor policies, which the lifetime averages forget slowly. After 300
-updates (4.8e5 steps, the scale of the book's 1e6-step episode) the greedy policy's mean value
-was 7.35-7.74 (8 seeds) against 7.80 for v* (-8.5 at the start), but single far states can still be off by
-~1.5-3.7 (optimality_gap), typically where the eps-greedy q values of two actions nearly tie.
+Sample efficiency: once the policy is decent the agent spends most steps at the target, so far
+states are visited mostly as start states and their non-greedy actions (probability eps/|A|
+each) get few returns, many from early, poor policies, which the lifetime averages forget
+slowly; single far states stay off longest where the q values of two actions nearly tie.
 
 The eps-greedy policy is what the algorithm optimizes: it converges towards the best policy
 among eps-greedy ones, whose greedy part is optimal for small eps; the book shows that large
-eps can change it. Computed exactly on the book grid, the greedy part of the best eps-greedy
-policy is optimal for eps <= 0.1 and has optimality_gap 0.37 for eps = 0.2 ... 0.5, and the
-best eps-greedy policy (eps = 0.1) has mean value 6.40. `evaluate` reports the exact value of
-both policies:
-"policy_value" / "optimality_gap" for the GREEDY policy argmax_a q(s, a) and
-"eps_policy_value" / "eps_optimality_gap" for the eps-greedy behavior policy.
+eps can change it. `evaluate` reports the exact value of both policies: "policy_value" /
+"optimality_gap" for the GREEDY policy argmax_a q(s, a) and "eps_policy_value" /
+"eps_optimality_gap" for the eps-greedy behavior policy.
 """
 from __future__ import annotations
 
@@ -47,8 +41,8 @@ from algorithms.tabular import common
 from algorithms.tabular.mc_basic import episode_task
 from algorithms.tabular.mc_exploring_starts import episode_statistics
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 
 @struct.dataclass
@@ -62,7 +56,7 @@ class State:
 
 def default_config():
     config = common.tabular_config(num_updates=300, log_every=10)
-    config.epsilon = 0.1  # exploration rate (the book's examples use e.g. 0.5; see module doc)
+    config.epsilon = 0.1  # exploration rate (the book's examples also use larger ones)
     config.episode_length = 100  # steps per episode (the book: one episode of 1e6 steps)
     config.episodes_per_update = 16  # vmapped episodes between improvements
     config.first_visit = False  # Alg. 5.3 uses every visit
@@ -120,3 +114,7 @@ def solution(state: State, config, task):
     """(estimated values sum_a pi(a|s) q(s, a) [S], eps-greedy policy [S, A])."""
     policy = behavior_policy(state.q, config)
     return jnp.sum(policy * state.q, axis=-1), policy
+
+
+act = common.act_epsilon_greedy
+artifacts = common.artifacts_from(solution, __name__)

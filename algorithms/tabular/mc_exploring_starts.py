@@ -20,11 +20,9 @@ their summed statistics at once (with 1 it is the book's one-episode step exactl
 Every visit vs first visit: Alg. 5.2 as printed averages every visit. Early policies are
 random deterministic ones that often loop (e.g. bump into a wall for the whole episode), and
 every-visit averaging then stores up to `episode_length` poor returns per episode for the pairs
-on the loop; these dominate the averages long after the policy has improved. On the book grid
-(L = 30, 8 seeds, 32 episodes per update) every-visit left a mean optimality gap of 2.2 after
-400 updates, first-visit 0.21, so the default is `first_visit=True`. The remaining gaps after a
-few hundred updates (about 0.1-1) sit at states whose two best actions differ by only ~0.1 in
-q* (e.g. the top row), where the averages of old returns fade slowly; see tests/test_mc.py.
+on the loop; these dominate the averages long after the policy has improved, so the default is
+`first_visit=True`. The states whose two best actions nearly tie in q* are the last to settle,
+since the averages of old returns fade slowly.
 
 Episodes: the env's `max_steps_in_episode` is set to `episode_length` (one rollout = one
 episode). Returns near the end of an episode see fewer future rewards (truncated at the
@@ -40,8 +38,8 @@ from algorithms.tabular import common
 from algorithms.tabular.mc_basic import (discounted_returns, episode_task,
                                          random_deterministic_policy)
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 
 @struct.dataclass
@@ -126,12 +124,11 @@ def update(state: State, config, task):
                  step=state.step + 1), metrics
 
 
-def evaluate(state: State, key, config, task):
-    del key
-    return common.policy_metrics(common.model_of(task), state.policy, config.gamma,
-                                 common.occupiable_states(task))
-
-
 def solution(state: State, config, task):
     """(estimated values sum_a pi(a|s) q(s, a) [S], current policy [S, A])."""
     return jnp.sum(state.policy * state.q, axis=-1), state.policy
+
+
+evaluate = common.evaluate_stored_policy
+act = common.act_by_policy
+artifacts = common.artifacts_from(solution, __name__)

@@ -24,7 +24,7 @@ first, the slots whose return is complete:
 So every pair gets exactly one update with its own (possibly shortened) n-step return, and with
 n = 1 this is step-for-step identical to `sarsa.py` (same random numbers).
 
-One `update` = `config.steps_per_update` env steps.
+One `update` = `config.num_steps` env steps.
 """
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.tabular import sarsa
+from algorithms.tabular import common, sarsa
 from algorithms.tabular.td_zero import float_dtype
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # the model is used only for exact evaluation metrics
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 
 @struct.dataclass
@@ -130,7 +130,7 @@ def update(state: State, config, task):
     stats = (state.episode_return, state.episode_length, state.last_return, state.last_length)
     carry = (state.q, state.obs, state.action, state.env_state, buf, state.slot, stats)
     (q, obs, action, env_state, buf, slot, stats), (abs_td, n_upd, rewards, dones) = \
-        jax.lax.scan(one_step, carry, jax.random.split(k_steps, (config.steps_per_update, 2)))
+        jax.lax.scan(one_step, carry, jax.random.split(k_steps, (config.num_steps, 2)))
     ep_ret, ep_len, last_ret, last_len = stats
     metrics = {"td_error": jnp.sum(abs_td) / jnp.maximum(jnp.sum(n_upd), 1),
                "reward": jnp.mean(rewards), "episodes": jnp.sum(dones).astype(jnp.int32),
@@ -144,12 +144,7 @@ def update(state: State, config, task):
     return new_state, metrics
 
 
-def evaluate(state: State, key, config, task):
-    del key
-    return sarsa.control_metrics(state.q, config, task)
-
-
-def solution(state: State, config, task):
-    """(sum_a pi(a|s) q(s, a), the epsilon-greedy policy pi being followed)."""
-    policy = sarsa.behaviour(state.q, config.epsilon)
-    return jnp.sum(policy * state.q, axis=-1), policy
+evaluate = sarsa.evaluate  # exact quality of the greedy and the followed policy
+solution = sarsa.solution  # (sum_a pi(a|s) q(s, a), the epsilon-greedy policy followed)
+act = common.act_epsilon_greedy
+artifacts = common.artifacts_from(solution, __name__)

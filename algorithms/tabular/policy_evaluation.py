@@ -10,11 +10,12 @@ Two solvers (`config.method`):
 * "closed_form": v_pi = (I - gamma P_pi)^-1 r_pi, one linear solve (done in `init`, and again in
   every `update`, so the values never change).
 * "iterative":   v_{k+1} = r_pi + gamma P_pi v_k from v_0 = 0, one sweep per `update`.
-  The map is a gamma-contraction in the sup norm, so ||v_k - v_pi||_inf <= gamma^k ||v_0 - v_pi||_inf.
+  The map is a gamma-contraction in the sup norm, so
+  ||v_k - v_pi||_inf <= gamma^k ||v_0 - v_pi||_inf.
 
 The policy evaluated (`config.policy`): "uniform" (every action with probability 1/|A|, the
 book's Ch. 2 examples) or "optimal" (greedy with respect to v*, computed by
-`common.optimal_values`; its value is v*, the book's Fig. 3.x optimal values).
+`common.optimal_values`; its value is v*, the optimal state values of the book's Ch. 3).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from flax import struct
 
 from algorithms.tabular import common
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/value_error"
+make_task = common.make_task
 
 METHODS = ("closed_form", "iterative")
 POLICIES = ("uniform", "optimal")
@@ -102,6 +103,6 @@ def evaluate(state: State, key, config, task):
     return metrics
 
 
-def solution(state: State, config, task):
-    """(state values [S], policy [S, A]) for reports and plots."""
-    return state.values, state.policy
+solution = common.stored_solution
+act = common.act_by_policy
+artifacts = common.artifacts_from(solution, __name__)

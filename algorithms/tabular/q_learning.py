@@ -11,24 +11,18 @@ of the current q (behaviour = target's epsilon-greedy version, updated every ste
 Algorithm 7.2; `q_learning_off_policy.py` is Algorithm 7.3 with a fixed behaviour policy.
 
 Behaviour, episode handling (terminated -> no bootstrap; truncated -> bootstrap from the true
-next state) and one `update` = `config.steps_per_update` steps come from the engine in `sarsa.py`.
+next state) and one `update` = `config.num_steps` steps come from the engine in `sarsa.py`.
 """
 from __future__ import annotations
 
 from algorithms.tabular import common, sarsa
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # the model is used only for exact evaluation metrics
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 State = sarsa.State
-
-
-def default_config():
-    return sarsa.online_config()  # alpha 0.1, epsilon 0.1 as in the book's examples
-
-
-def init(key, config, task) -> State:
-    return sarsa.online_init(key, config, task)
+default_config = sarsa.default_config  # alpha 0.1, epsilon 0.1 as in the book's examples
+init = sarsa.init
 
 
 def update(state: State, config, task):
@@ -43,6 +37,6 @@ def evaluate(state: State, key, config, task):
     return metrics
 
 
-def solution(state: State, config, task):
-    """(max_a q(s, a), the greedy policy of q): Q-learning's estimates of v* and pi*."""
-    return state.q.max(axis=-1), common.greedy(state.q)
+solution = common.greedy_solution  # (max_a q(s, a), greedy policy): estimates of v*, pi*
+act = common.act_epsilon_greedy
+artifacts = common.artifacts_from(solution, __name__)

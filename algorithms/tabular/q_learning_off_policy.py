@@ -18,7 +18,7 @@ Behaviour policies (`config.behavior_policy`):
 Episode ends: the TD target uses the true next state (info['final_observation']); a terminated
 step does not bootstrap, a truncated one (the continuing grid world's time limit) does.
 
-One `update` = `config.steps_per_update` behaviour steps (generated first by a `lax.scan`) and
+One `update` = `config.num_steps` behaviour steps (generated first by a `lax.scan`) and
 then the same number of sequential Q-learning updates over that batch; the env state persists
 across updates, so successive batches are pieces of one long stream of experience.
 """
@@ -33,8 +33,8 @@ from flax import struct
 from algorithms.tabular import common, sarsa
 from algorithms.tabular.td_zero import check_choice, env_step, float_dtype
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # exact metrics, and q* for behavior_policy="epsilon_optimal"
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 BEHAVIOR_POLICIES = ("uniform", "epsilon_optimal")
 
@@ -51,7 +51,7 @@ class State:
 
 def default_config():
     config = common.tabular_config(num_updates=100, log_every=10)
-    config.steps_per_update = 1000  # behaviour steps per update (100 x 1000 = the book's 1e5)
+    config.num_steps = 1000  # behaviour steps per update (100 x 1000 = the book's 1e5)
     config.alpha = 0.1  # constant step size (book: 0.1)
     config.behavior_policy = "uniform"  # "uniform" or "epsilon_optimal"
     config.behavior_epsilon = 0.5  # only for "epsilon_optimal"
@@ -94,7 +94,7 @@ def update(state: State, config, task):
 
     (obs, env_state), batch = jax.lax.scan(
         behave, (state.obs, state.env_state),
-        jax.random.split(k_steps, (config.steps_per_update, 2)))
+        jax.random.split(k_steps, (config.num_steps, 2)))
 
     def learn(q, tr):  # sequential updates over the batch (Alg. 7.3)
         s, a, r, s_next, terminated = tr
@@ -117,6 +117,7 @@ def evaluate(state: State, key, config, task):
     return metrics
 
 
-def solution(state: State, config, task):
-    """(max_a q(s, a), greedy policy): the estimates of v* and an optimal policy."""
-    return state.q.max(axis=-1), common.greedy(state.q)
+solution = common.greedy_solution  # (max_a q(s, a), greedy policy): estimates of v*, pi*
+# Greedy in q; with a key, a draw from the fixed behaviour policy pi_b.
+act = common.make_act(lambda state, config: state.q, lambda state, config: state.behavior)
+artifacts = common.artifacts_from(solution, __name__)

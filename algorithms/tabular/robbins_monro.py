@@ -1,4 +1,4 @@
-"""Robbins-Monro root finding (S. Zhao, Mathematical Foundations of RL, Ch. 6.2, Eq. 6.x).
+"""Robbins-Monro root finding (S. Zhao, Mathematical Foundations of RL, Ch. 6.2).
 
 Find the root w* of g(w) = 0 from noisy observations g~(w, eta) = g(w) + eta only:
 
@@ -17,8 +17,7 @@ Problems (`config.problem`):
           the observation w - x equals g(w) + eta with eta = E[X] - x. With a_k = 1/k the
           iterate is exactly the sample mean of x_1 .. x_k.
 
-One `update` is `steps_per_update` RM steps (lax.scan). No environment: DEFAULT_ENV = None and
-`task` is None.
+One `update` is `steps_per_update` RM steps (lax.scan). No environment: `task` is None.
 """
 from __future__ import annotations
 
@@ -29,8 +28,10 @@ from flax import struct
 
 from algorithms.tabular import common
 
-DEFAULT_ENV = None
-REQUIRES = ()
+TASK_FLAG = None  # no environment: `task` is None
+DEFAULT_TASK = None
+PRIMARY_METRIC = "eval/abs_error"
+make_task = common.no_task
 
 
 @struct.dataclass

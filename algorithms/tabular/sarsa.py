@@ -25,7 +25,7 @@ s' = info['final_observation']; terminated -> the target is r alone; truncated (
 time limit; the task is continuing) -> bootstrap as usual, with a' drawn at s' for Sarsa.
 The next step then continues from the reset state with a fresh action.
 
-One `update` = `config.steps_per_update` online steps in a `lax.scan`; the env state, the current
+One `update` = `config.num_steps` online steps in a `lax.scan`; the env state, the current
 state-action pair and the episode statistics persist in `State`.
 """
 from __future__ import annotations
@@ -39,8 +39,8 @@ from flax import struct
 from algorithms.tabular import common
 from algorithms.tabular.td_zero import check_choice, env_step, float_dtype
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # the model is used only for exact evaluation metrics
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 TARGETS = ("sarsa", "expected_sarsa", "q_learning")
 
@@ -59,10 +59,10 @@ class State:
     last_length: jax.Array  # int32 its length
 
 
-def online_config(num_updates=2000, steps_per_update=100):
+def online_config(num_updates=2000, num_steps=100):
     """Config fields of the online TD-control algorithms (the book's Sarsa example values)."""
     config = common.tabular_config(num_updates=num_updates, log_every=100)
-    config.steps_per_update = steps_per_update  # env steps (= q updates) per `update`
+    config.num_steps = num_steps  # env steps (= q updates) per `update`
     config.alpha = 0.1  # constant step size (book: 0.1)
     config.epsilon = 0.1  # exploration of the epsilon-greedy behaviour policy (book: 0.1)
     config.init_q = 0.0  # q_0(s, a) for all pairs
@@ -141,7 +141,7 @@ def online_init(key, config, task) -> State:
 
 
 def online_update(kind: str, state: State, config, task):
-    """`config.steps_per_update` online steps of Sarsa / expected Sarsa / Q-learning."""
+    """`config.num_steps` online steps of Sarsa / expected Sarsa / Q-learning."""
     check_choice("TD target", kind, TARGETS)
     key, k_steps = jax.random.split(state.key)
 
@@ -158,7 +158,7 @@ def online_update(kind: str, state: State, config, task):
     stats = (state.episode_return, state.episode_length, state.last_return, state.last_length)
     carry = (state.q, state.obs, state.action, state.env_state, stats)
     (q, obs, action, env_state, stats), (abs_td, rewards, dones) = jax.lax.scan(
-        one_step, carry, jax.random.split(k_steps, (config.steps_per_update, 2)))
+        one_step, carry, jax.random.split(k_steps, (config.num_steps, 2)))
     ep_ret, ep_len, last_ret, last_len = stats
     metrics = {"td_error": jnp.mean(abs_td), "reward": jnp.mean(rewards),
                "episodes": jnp.sum(dones).astype(jnp.int32), "episode_return": last_ret,
@@ -189,8 +189,7 @@ def q_error(q, config, task):
 
 
 # ---------------------------------------------------------------------- protocol (Sarsa)
-def init(key, config, task) -> State:
-    return online_init(key, config, task)
+init = online_init
 
 
 def update(state: State, config, task):
@@ -206,3 +205,7 @@ def solution(state: State, config, task):
     """(v of the followed policy as q estimates it: sum_a pi(a|s) q(s, a); that policy)."""
     policy = behaviour(state.q, config.epsilon)
     return jnp.sum(policy * state.q, axis=-1), policy
+
+
+act = common.act_epsilon_greedy
+artifacts = common.artifacts_from(solution, __name__)

@@ -32,8 +32,10 @@ from flax import struct
 
 from algorithms.tabular import common
 
-DEFAULT_ENV = None
-REQUIRES = ()
+TASK_FLAG = None  # no environment: `task` is None
+DEFAULT_TASK = None
+PRIMARY_METRIC = "eval/abs_error"
+make_task = common.no_task
 
 METHODS = ("sgd", "mbgd", "bgd")
 

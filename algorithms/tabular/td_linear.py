@@ -35,7 +35,7 @@ Evaluation (against the exact v_pi = (I - gamma P_pi)^-1 r_pi, over occupiable s
   If P_pi has absorbing states (policy "optimal", or the `gridworld-episodic` target), d_pi sits
   on them and this reference says little; `best_rmse` is the meaningful one then.
 
-One `update` = `config.steps_per_update` env steps and as many updates of w.
+One `update` = `config.num_steps` env steps and as many updates of w.
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ from algorithms.tabular import common
 from algorithms.tabular.td_zero import (POLICIES, STEP_SIZES, check_choice, env_step,
                                         fixed_policy, float_dtype, step_size)
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # grid coordinates for the features; exact model for evaluation
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/rmse"
+make_task = common.make_task
 
 FEATURES = ("polynomial", "fourier")
 
@@ -72,7 +72,7 @@ def default_config():
     config.policy = "uniform"  # "uniform" (book) or "optimal"
     config.features = "polynomial"  # "polynomial" or "fourier"
     config.order = 2  # polynomial degree / largest Fourier frequency
-    config.steps_per_update = 500  # book: 500 episodes x 500 steps
+    config.num_steps = 500  # book: 500 episodes x 500 steps
     config.step_size = "constant"  # "constant" or "decaying"
     config.alpha = 0.0005  # book: 0.0005
     config.alpha_tau = 1e4  # decaying: step-count scale of the decay
@@ -144,7 +144,7 @@ def update(state: State, config, task):
 
     (w, obs, env_state, t), abs_td = jax.lax.scan(
         one_step, (state.w, state.obs, state.env_state, state.env_steps),
-        jax.random.split(k_steps, (config.steps_per_update, 2)))
+        jax.random.split(k_steps, (config.num_steps, 2)))
     metrics = {"td_error": jnp.mean(abs_td), "alpha": step_size(config, t)}
     return state.replace(w=w, obs=obs, env_state=env_state, key=key, step=state.step + 1,
                          env_steps=t.astype(jnp.int32)), metrics
@@ -194,3 +194,7 @@ def evaluate(state: State, key, config, task):
 def solution(state: State, config, task):
     """(v_hat(s) = phi(s)^T w [S], the evaluated policy [S, A])."""
     return features_of(config, task) @ state.w, state.policy
+
+
+act = common.act_by_policy
+artifacts = common.artifacts_from(solution, __name__)

@@ -16,7 +16,7 @@ next state (info['final_observation']), not the reset one:
   bootstrap with gamma v(s_{t+1});
 * termination (e.g. `gridworld-episodic`'s absorbing target) means v(s_{t+1}) = 0: no bootstrap.
 
-One `update` = `config.steps_per_update` env steps and as many TD updates, done sequentially in a
+One `update` = `config.num_steps` env steps and as many TD updates, done sequentially in a
 `lax.scan`. The env state persists across updates (one long stream of experience).
 
 Step size (`config.step_size`):
@@ -37,8 +37,8 @@ from flax import struct
 
 from algorithms.tabular import common
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)  # the model is used only for exact evaluation and pi = "optimal"
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/rmse"
+make_task = common.make_task
 
 POLICIES = ("uniform", "optimal")
 STEP_SIZES = ("constant", "decaying")
@@ -58,7 +58,7 @@ class State:
 def default_config():
     config = common.tabular_config(num_updates=1000, log_every=100)
     config.policy = "uniform"  # the policy evaluated: "uniform" or "optimal"
-    config.steps_per_update = 100  # env steps (= TD updates) per `update`
+    config.num_steps = 100  # env steps (= TD updates) per `update`
     config.step_size = "decaying"  # "constant" or "decaying" (see module docstring)
     config.alpha = 0.1  # alpha (constant) or alpha_0 (decaying)
     config.alpha_tau = 500.0  # decaying: visit-count scale of the decay (alpha_0 until ~tau visits)
@@ -147,7 +147,7 @@ def update(state: State, config, task):
 
     carry = (state.values, state.visits, state.obs, state.env_state)
     (values, visits, obs, env_state), (abs_td, rewards, alphas) = jax.lax.scan(
-        one_step, carry, jax.random.split(k_steps, (config.steps_per_update, 2)))
+        one_step, carry, jax.random.split(k_steps, (config.num_steps, 2)))
     metrics = {"td_error": jnp.mean(abs_td), "reward": jnp.mean(rewards),
                "alpha": jnp.mean(alphas)}
     return State(values=values, visits=visits, policy=state.policy, obs=obs,
@@ -165,6 +165,6 @@ def evaluate(state: State, key, config, task):
             "mean_abs_error": jnp.sum(jnp.abs(err)) / jnp.sum(mask)}
 
 
-def solution(state: State, config, task):
-    """(estimated v_pi [S], the evaluated policy [S, A])."""
-    return state.values, state.policy
+solution = common.stored_solution  # (estimated v_pi [S], the evaluated policy [S, A])
+act = common.act_by_policy
+artifacts = common.artifacts_from(solution, __name__)

@@ -31,8 +31,8 @@ from flax import struct
 
 from algorithms.tabular import common
 
-DEFAULT_ENV = "gridworld"
-REQUIRES = ("tabular_model",)
+TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
+make_task = common.make_task
 
 
 @struct.dataclass
@@ -57,9 +57,7 @@ def _check(config) -> None:
 def init(key, config, task) -> State:
     del key  # deterministic
     _check(config)
-    mdp = common.model_of(task)
-    values = jnp.zeros(mdp.num_states, mdp.rewards.dtype)
-    policy = common.uniform_policy(mdp.num_states, mdp.num_actions).astype(mdp.rewards.dtype)
+    values, policy = common.initial_dp_estimates(common.model_of(task))
     return State(values=values, policy=policy, step=jnp.int32(0))
 
 
@@ -77,12 +75,7 @@ def update(state: State, config, task):
     return State(values=values, policy=policy, step=state.step + 1), metrics
 
 
-def evaluate(state: State, key, config, task):
-    del key
-    return common.policy_metrics(common.model_of(task), state.policy, config.gamma,
-                                 common.occupiable_states(task))
-
-
-def solution(state: State, config, task):
-    """(state values [S], policy [S, A]) for reports and plots."""
-    return state.values, state.policy
+evaluate = common.evaluate_stored_policy
+solution = common.stored_solution
+act = common.act_by_policy
+artifacts = common.artifacts_from(solution, __name__)
