@@ -92,4 +92,5 @@ def has_tabular_model(env) -> bool:
     return callable(getattr(env, "tabular_mdp", None))
 
 
-__all__ = ["Task", "make", "list_envs", "env_options", "has_tabular_model", "GridWorld", "TabularMDP"]
+__all__ = ["Task", "make", "list_envs", "env_options", "has_tabular_model", "GridWorld",
+           "TabularMDP"]

@@ -5,7 +5,7 @@
 
 Brax (Freeman et al. 2021, "Brax - A Differentiable Physics Engine for Large Scale Rigid Body
 Simulation", arXiv:2106.13281) steps whole batches of MuJoCo-style robots in JAX, so on an
-accelerator the dataset pipeline (`launch.datasets`), online SAC/TD3 and offline evaluation run
+accelerator the dataset pipeline (`envs.generation`), online SAC/TD3 and offline evaluation run
 on them unchanged: this adapter gives a brax env gymnax's `reset_env` / `step_env`, a time
 limit in `EnvParams.max_steps_in_episode` (1000, as D4RL's Gym-MuJoCo tasks) and Box spaces;
 gymnax's `Environment.step` adds the auto-reset and the six-value return (terminated = the

@@ -29,7 +29,8 @@ ref_min_score the mean return of the uniformly random policy and ref_max_score t
 expert: 0 = random, 100 = expert.
 
 Every loader funnels through `validate`, which raises `DatasetError` naming the file, the key
-and the problem. envs/ never imports algorithms/ or launch/.
+and the problem. Episode boundaries and the score formula are `algorithms.core.episodes` and
+`algorithms.core.scores`; the generator of the registered datasets is `envs.generation`.
 """
 from __future__ import annotations
 
@@ -43,13 +44,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from algorithms.core import episodes
+from algorithms.core.scores import normalized_score as _score
+
 # The D4RL key names (Fu et al. 2020, "D4RL: Datasets for Deep Data-Driven RL", arXiv:2004.07219).
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 # Dataset prefix -> environment id (envs.make); registered names are f"{prefix}-{kind}-v0".
 # hopper / halfcheetah / walker2d are brax locomotion (the optional brax extra, envs.brax_envs;
-# generating them is an accelerator-sized job, see launch.datasets.GENERATION).
+# generating them is an accelerator-sized job, see envs.generation_config.GENERATION).
 ENVS: dict[str, str] = {"pendulum": "Pendulum-v1", "swimmer": "Swimmer-misc",
                         "reacher": "Reacher-misc", "hopper": "brax-hopper",
                         "halfcheetah": "brax-halfcheetah", "walker2d": "brax-walker2d"}
@@ -521,7 +525,8 @@ def load_metadata(name_or_path) -> dict[str, Any]:
 
 
 def normalized_score(returns, dataset):
-    """100 (R - ref_min_score) / (ref_max_score - ref_min_score) (Fu et al. 2020, Sec. 5).
+    """`algorithms.core.scores.normalized_score` of `returns` with the reference returns
+    (ref_min_score, ref_max_score) of `dataset`'s metadata.
 
     `dataset`: a Dataset, its metadata dict, or anything `load` accepts (metadata read from the
     file). 0 = the random policy, 100 = the expert. Returns a float for a scalar `returns`,
@@ -547,7 +552,7 @@ def normalized_score(returns, dataset):
         raise DatasetError(f"dataset {name!r}: reference scores ref_min_score="
                            f"{metadata['ref_min_score']!r}, ref_max_score="
                            f"{metadata['ref_max_score']!r} must be finite numbers that differ")
-    score = 100.0 * (np.asarray(returns, np.float64) - lo) / (hi - lo)
+    score = _score(np.asarray(returns, np.float64), lo, hi)
     return float(score) if score.ndim == 0 else score
 
 
@@ -560,13 +565,6 @@ def episode_returns(arrays, *, include_unfinished: bool = False) -> np.ndarray:
     """
     if isinstance(arrays, Dataset):
         arrays = arrays.arrays
-    rewards = np.asarray(arrays["rewards"], np.float64)
-    ends = np.asarray(arrays["terminals"], bool) | np.asarray(arrays["timeouts"], bool)
-    if include_unfinished and rewards.size and not ends[-1]:
-        ends = ends.copy()
-        ends[-1] = True
-    last = np.flatnonzero(ends)
-    if last.size == 0:
-        return np.zeros(0, np.float64)
-    starts = np.concatenate([[0], last[:-1] + 1])
-    return np.add.reduceat(rewards[:last[-1] + 1], starts)
+    ends = episodes.episode_ends(np.asarray(arrays["terminals"]), np.asarray(arrays["timeouts"]))
+    return episodes.episode_returns(arrays["rewards"], ends,
+                                    include_unfinished=include_unfinished)

@@ -2,11 +2,10 @@
 pipeline and an offline algorithm, on a tiny budget.
 
 Without brax installed (CI: it is not in the test extra) only the error paths run; with
-`pip install -e '.[brax]'` the rest runs (2.5 min on an idle 2-core CPU, 4-7 beside another
-job; mostly XLA compiling brax's physics). The "positional" backend keeps compilation short; hopper episodes
-are cut at 30 steps and SAC gets 8-8 nets and 300 steps: the policies learn nothing, so these
-tests check the pipeline (spaces, termination vs time limit, D4RL arrays, references, an IQL
-run and its evaluation), not scores.
+`pip install -e '.[brax]'` the rest runs (mostly XLA compiling brax's physics). The
+"positional" backend keeps compilation short; hopper episodes are cut at 30 steps and SAC gets
+8-8 nets and 300 steps: the policies learn nothing, so these tests check the pipeline (spaces,
+termination vs time limit, D4RL arrays, references, an IQL run and its evaluation), not scores.
 """
 import importlib.util
 import os
@@ -51,7 +50,7 @@ def test_unknown_backend_is_refused_before_brax_is_imported():
 
 @pytest.mark.skipif(HAVE_BRAX, reason="brax is installed")
 def test_without_brax_the_error_names_the_extra(tmp_path, monkeypatch):
-    from launch import datasets as gen
+    from launch import datasets as cli
 
     with pytest.raises(ImportError, match=r"pip install -e '\.\[brax\]'"):
         envs.make("brax-hopper")
@@ -59,7 +58,7 @@ def test_without_brax_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXRL_DATASETS_DIR", str(tmp_path / "cache"))
     out = []
     flags = types.SimpleNamespace(list=False, env="hopper", seed=0, force=False, progress=False)
-    assert gen.main(["datasets"], flags, out.append) == 2
+    assert cli.main(["datasets"], flags, out.append) == 2
     assert out[-1].startswith("ERROR:") and ".[brax]" in out[-1]
     proc = subprocess.run([sys.executable, "-m", "launch.run", "--progress=false", "--algo=iql",
                            "--dataset=walker2d-expert-v0", f"--workdir={tmp_path / 'run'}"],
@@ -103,16 +102,16 @@ def test_adapter_spaces_termination_and_time_limit():
 
 
 @needs_brax
-@pytest.mark.timeout(2400)  # 2.5 min alone, 4-7 beside one other job, over 15 beside two
+@pytest.mark.timeout(2400)  # generous: XLA compiles brax's physics, slow beside other jobs
 def test_tiny_budget_generation_and_an_offline_run(tmp_path, monkeypatch):
     from algorithms.offline import iql
-    from launch import datasets as gen
+    from envs import generation as gen
 
     monkeypatch.setenv("JAXRL_DATASETS_DIR", str(tmp_path))
     paths = gen.generate("hopper", seed=0, progress=False, overrides=TINY)
     assert sorted(paths) == sorted(NAMES)
     data = {name: dl.load_hdf5(path) for name, path in paths.items()}
-    for name, ds in data.items():
+    for ds in data.values():
         a, n = ds.arrays, ds.size
         assert sorted(a) == sorted(dl.KEYS) and n > 0
         assert a["observations"].shape == a["next_observations"].shape == (n, 11)

@@ -1,4 +1,5 @@
-"""launch.datasets: the D4RL-style generation pipeline on a tiny budget.
+"""envs.generation and its command line launch.datasets: the D4RL-style generation pipeline on
+a tiny budget.
 
 Pendulum-v1 with 50-step episodes, 8-8 SAC nets and 600 environment steps: SAC does not learn
 in that budget, so these tests check the pipeline (kinds, shapes, metadata, episode structure,
@@ -14,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from algorithms.core import episodes
 from algorithms.online import sac
 from envs import datasets as dl
-from launch import datasets as gen
+from envs import generation as gen
+from launch import datasets as cli
 
 EPISODE = 50
 TINY = {"env_options": {"max_steps_in_episode": EPISODE},
@@ -176,8 +179,9 @@ def test_replay_episode_ends():
     # A reset after step 2; 1-ulp rounding differences (XLA fusions) are no boundary.
     next_obs = np.array([[1.0], [np.nextafter(2.0, 3.0)], [3.0], [10.0], [11.0], [12.0]])
     terminated = np.array([False, False, False, False, True, False])
-    np.testing.assert_array_equal(gen.replay_episode_ends(obs, next_obs, terminated),
-                                  [False, False, True, False, True, True])
+    ends = episodes.episode_ends(terminated, observations=obs, next_observations=next_obs,
+                                 rtol=gen._REPLAY_RTOL, atol=gen._REPLAY_ATOL, close_last=True)
+    np.testing.assert_array_equal(ends, [False, False, True, False, True, True])
 
 
 def test_deterministic_rollout_is_sac_act(generated):
@@ -194,7 +198,7 @@ def test_ensure_reuses_the_cache(generated, monkeypatch):
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     monkeypatch.setattr(gen, "generate", lambda *a, **k: pytest.fail("regenerated"))
     for name in NAMES:
-        assert gen.ensure(name, progress=False) == str(cache / f"{name}.hdf5")
+        assert gen.ensure(name, progress=False) == cache / f"{name}.hdf5"
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
 
 
@@ -207,7 +211,7 @@ def test_ensure_ignores_a_leftover_temp_file_and_generates(tmp_path, monkeypatch
     monkeypatch.setattr(gen, "generate", lambda prefix, **kw: calls.append(prefix) or
                         real(prefix, seed=SEED, progress=False, overrides=TINY))
     path = gen.ensure("pendulum-medium-v0", progress=False)
-    assert calls == ["pendulum"] and path == str(tmp_path / "pendulum-medium-v0.hdf5")
+    assert calls == ["pendulum"] and path == tmp_path / "pendulum-medium-v0.hdf5"
     assert dl.load("pendulum-medium-v0").size == 4 * EPISODE
     gen.ensure("pendulum-medium-v0", progress=False)
     assert calls == ["pendulum"]
@@ -257,17 +261,17 @@ def test_command_line_table_and_list(generated, monkeypatch):
     out = []
     flags = types.SimpleNamespace(list=False, env="pendulum", seed=SEED, force=False,
                                   progress=False)
-    assert gen.main(["datasets"], flags, out.append) == 0
+    assert cli.main(["datasets"], flags, out.append) == 0
     text = "\n".join(out)
     lines = text.splitlines()
     for name in NAMES:
         assert name in text
     row = next(line for line in lines if line.startswith("pendulum-random-v0"))
-    assert row.split()[1:4] == ["150", "3", f"{gen.summary_rows('pendulum')[0]['mean_return']:.2f}"]
+    assert row.split()[1:4] == ["150", "3", f"{cli.summary_rows('pendulum')[0]['mean_return']:.2f}"]
     assert row.split()[4] == "0.0"
     out.clear()
-    assert gen.main(["datasets"], types.SimpleNamespace(list=True), out.append) == 0
+    assert cli.main(["datasets"], types.SimpleNamespace(list=True), out.append) == 0
     assert any("pendulum-expert-v0" in line and "MiB" in line for line in out)
     out.clear()
     bad = types.SimpleNamespace(list=False, env="nope", seed=0, force=False, progress=False)
-    assert gen.main(["datasets"], bad, out.append) == 2 and "pendulum" in out[0]
+    assert cli.main(["datasets"], bad, out.append) == 2 and "pendulum" in out[0]

@@ -420,3 +420,43 @@ def test_episode_returns_hand_case():
     arrays["timeouts"][-1] = True
     np.testing.assert_array_equal(ds.episode_returns(arrays), [3.0, 12.0, 13.0])
     assert ds.episode_returns({k: v[:1] for k, v in arrays.items()}).shape == (0,)
+
+
+def test_core_episode_boundaries_numpy_and_jax():
+    """algorithms.core.episodes: ends from flags and from an observation break, ids, sums,
+    starts, returns; numpy and (jitted) jax give the same."""
+    import jax
+    import jax.numpy as jnp
+
+    from algorithms.core import episodes
+
+    obs = np.array([[0.0], [1.0], [2.0], [9.0], [10.0], [11.0]], np.float32)
+    next_obs = np.array([[1.0], [2.0], [3.0], [10.0], [11.0], [12.0]], np.float32)
+    terminals = np.array([0, 0, 0, 0, 1, 0], np.float32)
+    timeouts = np.array([1, 0, 0, 0, 0, 0], bool)
+    rewards = np.arange(1.0, 7.0, dtype=np.float32)
+    np.testing.assert_array_equal(episodes.episode_ends(terminals, timeouts),
+                                  [1, 0, 0, 0, 1, 0])
+    ends = episodes.episode_ends(terminals, observations=obs, next_observations=next_obs,
+                                 close_last=True)  # the reset after row 2, the unfinished end
+    np.testing.assert_array_equal(ends, [0, 0, 1, 0, 1, 1])
+    np.testing.assert_array_equal(episodes.episode_ids(ends), [0, 0, 0, 1, 1, 2])
+    np.testing.assert_array_equal(episodes.episode_starts(ends), [0, 3, 5])
+    np.testing.assert_array_equal(episodes.episode_returns(rewards, ends), [6.0, 9.0, 6.0])
+    sums, count = episodes.episode_sums(rewards, ends)
+    np.testing.assert_array_equal(sums, [6.0, 9.0, 6.0, 0.0, 0.0, 0.0])
+    assert count == 3
+
+    @jax.jit
+    def on_device(terminals, obs, next_obs, rewards):
+        ends = episodes.episode_ends(terminals, observations=obs, next_observations=next_obs,
+                                     close_last=True)
+        return ends, episodes.episode_ids(ends), episodes.episode_sums(rewards, ends)
+
+    j_ends, j_ids, (j_sums, j_count) = on_device(*map(jnp.asarray,
+                                                      (terminals, obs, next_obs, rewards)))
+    np.testing.assert_array_equal(j_ends, ends)
+    np.testing.assert_array_equal(j_ids, episodes.episode_ids(ends))
+    np.testing.assert_array_equal(j_sums, sums)
+    assert int(j_count) == 3
+    assert episodes.episode_returns(np.zeros(0), np.zeros(0, bool)).shape == (0,)

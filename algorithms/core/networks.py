@@ -162,8 +162,8 @@ class TanhNormal(distrax.Distribution):
     def batch_shape(self):
         return self.loc.shape[:-1]
 
-    def _log_prob_of_pre_tanh(self, u: jax.Array) -> jax.Array:
-        std = jnp.exp(self.log_std)
+    def _log_prob_of_pre_tanh(self, u: jax.Array, std: jax.Array | None = None) -> jax.Array:
+        std = jnp.exp(self.log_std) if std is None else std
         log_normal = distrax.Normal(self.loc, std).log_prob(u).sum(-1)
         log_det = (2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))).sum(-1)
         return log_normal - (log_det + self.loc.shape[-1] * jnp.log(self.max_action))
@@ -172,8 +172,12 @@ class TanhNormal(distrax.Distribution):
         """Reparameterised sample(s) and their log-probs; one draw of shape mean.shape when
         sample_shape is ()."""
         shape = tuple(np.atleast_1d(sample_shape)) if sample_shape != () else ()
-        u = self.loc + jnp.exp(self.log_std) * jax.random.normal(seed, shape + self.loc.shape)
-        return self.max_action * jnp.tanh(u), self._log_prob_of_pre_tanh(u)
+        # One exp(log_std), and the log-prob traced before tanh(u): the order in which the
+        # gradient contributions are summed then matches the straight-line formula.
+        std = jnp.exp(self.log_std)
+        u = self.loc + std * jax.random.normal(seed, shape + self.loc.shape)
+        log_prob = self._log_prob_of_pre_tanh(u, std)
+        return self.max_action * jnp.tanh(u), log_prob
 
     def _sample_n(self, key, n):
         return self.sample_and_log_prob(seed=key, sample_shape=(n,))[0]
