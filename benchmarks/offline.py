@@ -18,8 +18,8 @@ round trip between them). Compile time is `lower(...).compile()` alone; the wall
 best of n calls ended by `block_until_ready` (one call when the first exceeds 5 s).
 updates/s per seed = steps / wall; aggregate = S x that.
 
-Reference points on these 2-core machines (the issue): a single-file JAX IQL did 210-250
-updates/s per seed, a PyTorch one 100-120.
+Reference points on these 2-core machines: a single-file JAX IQL did 210-250 updates/s per
+seed, a PyTorch one 100-120.
 
 How close to the hardware each algorithm runs: the header measures this machine's float32
 matmul rate on the shape that dominates these networks (a chain of [256, 256] x [256, 256]
@@ -89,7 +89,7 @@ def step_flops(compiled, block: int = 1) -> float:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost.get("flops", float("nan"))) / block
-    except Exception:  # noqa: BLE001 - a backend without cost analysis just loses the column
+    except Exception:  # a backend without cost analysis just loses the column
         return float("nan")
 
 
@@ -103,7 +103,7 @@ def measure(algo, config, task, seeds: int):
     """(compile s, best wall s of one update call, calls timed, FLOP per gradient step for all
     seeds)."""
     data = task.data
-    bind = lambda d: task._replace(data=d)  # noqa: E731 - as launch.runner._task_data
+    bind = lambda d: task._replace(data=d)  # the dataset as the one shared argument
     keys = jax.random.split(jax.random.key(0), seeds)
     state = jax.block_until_ready(
         jax.jit(jax.vmap(lambda k, d: algo.init(k, config, bind(d)), in_axes=(0, None)))(keys,
@@ -168,7 +168,7 @@ def main():
                       f"{steps / wall:>11.1f} {seeds * steps / wall:>10.1f} {growth} "
                       f"{flops / 1e9:>10.3f} {rate:>8.1f} {100 * rate / peak:>6.0f}% "
                       f"{peak * 1e9 / flops * seeds:>9.0f}")
-            except Exception as e:  # noqa: BLE001 - one failed row must not end the table
+            except Exception as e:  # one failed row must not end the table
                 print(f"{name:>7} {seeds:>6} ERROR {type(e).__name__}: "
                       f"{str(e).splitlines()[0][:120]}")
             sys.stdout.flush()

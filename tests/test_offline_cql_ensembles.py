@@ -74,7 +74,7 @@ def test_cql_lagrange_loss_matches_numpy_and_moves_alpha_prime_the_right_way():
         expected = np.array([-alpha_prime * (g - tau) for g in gaps])
         np.testing.assert_allclose(got, expected, rtol=1e-5)
     # Gap above the target -> the dual loss falls as log alpha' grows -> alpha' goes up.
-    grad = lambda g, tau: float(jax.grad(lambda la: cql.cql_lagrange_loss(  # noqa: E731
+    grad = lambda g, tau: float(jax.grad(lambda la: cql.cql_lagrange_loss(
         la, jnp.full(4, g), target_action_gap=tau).mean())(jnp.float32(0.0)))
     assert grad(3.0, 1.0) < 0 < grad(0.5, 1.0)
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from algorithms.core.networks import DiagGaussian
 from algorithms.offline import awac, bc, common, iql, td3_bc
 from envs import datasets as datasets_lib
 from launch import runner
@@ -93,8 +94,9 @@ def test_gaussian_log_prob_matches_numpy_density():
     std = np.exp(log_std.astype(np.float64))
     density = np.prod(np.exp(-(a - mean) ** 2 / (2 * std ** 2)) / (np.sqrt(2 * np.pi) * std),
                       axis=1)
-    np.testing.assert_allclose(iql.gaussian_log_prob(*map(jnp.asarray, (mean, log_std, a))),
-                               np.log(density), rtol=1e-5, atol=1e-5)
+    policy = DiagGaussian(jnp.asarray(mean), jnp.asarray(log_std))  # IQL's and AWAC's pi(.|s)
+    np.testing.assert_allclose(policy.log_prob(jnp.asarray(a)), np.log(density), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_td3_bc_actor_loss_matches_numpy_and_lambda_has_no_gradient():
@@ -121,7 +123,7 @@ def test_awac_weights_and_actor_loss_match_numpy(lam):
     np.testing.assert_allclose(got, want, rtol=1e-5)
     logp = RNG.normal(size=48).astype(np.float32)
     np.testing.assert_allclose(awac.awac_actor_loss(jnp.asarray(logp), got),
-                               [-w * l for w, l in zip(want, logp)], rtol=1e-5)
+                               [-w * lp for w, lp in zip(want, logp)], rtol=1e-5)
     g = jax.grad(lambda w: awac.awac_actor_loss(jnp.asarray(logp), w).sum())(got)
     np.testing.assert_array_equal(g, 0.0)
 

@@ -22,7 +22,7 @@ import optax
 
 def optimizer(learning_rate: float, *, kind: str = "adam", b1: float = 0.9, b2: float = 0.999,
               eps: float = 1e-8, max_grad_norm: float = 0.0, rmsprop_decay: float = 0.99,
-              rmsprop_eps: float = 1e-5) -> optax.GradientTransformation:
+              rmsprop_eps: float = 1e-5, inject_all: bool = False) -> optax.GradientTransformation:
     """Adam (Kingma & Ba 2015) or RMSProp with an injectable learning rate.
 
     Args:
@@ -31,9 +31,18 @@ def optimizer(learning_rate: float, *, kind: str = "adam", b1: float = 0.9, b2: 
         implementations use).
       max_grad_norm: > 0 clips the global gradient norm first (optax.clip_by_global_norm);
         0 means no clipping (and no clipping state).
+      inject_all: Adam only, without clipping: b1, b2 and eps are injected too, as float32
+        leaves of the state (so they can be swept); optax then forms 1 - b1 in float32, which
+        rounds differently from the Python-float default. The off-policy and offline agents
+        use this form.
     """
     if kind not in ("adam", "rmsprop"):
         raise ValueError(f"optimizer kind must be 'adam' or 'rmsprop', got {kind!r}")
+    if inject_all:
+        if kind != "adam" or max_grad_norm > 0:
+            raise ValueError("inject_all is for Adam without gradient clipping")
+        return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=b1, b2=b2,
+                                                    eps=eps)
 
     def make(learning_rate):
         if kind == "adam":

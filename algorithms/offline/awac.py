@@ -36,12 +36,9 @@ Choices, each as in the authors' rlkit trainer unless noted:
   [-1, 1] (CORL). CORL's mean is not squashed and its networks have three hidden layers; ours
   use `hidden_sizes` (256-256) for all networks. Evaluation acts with the mean.
 
-On the tiny Pendulum test data (8000 transitions, 64-64 nets) AWAC peaks after ~2k gradient
-steps (normalized ~60) and then falls below the random policy by ~10k: near the upright state
-the data hold only the controller's actions, the critics overestimate Q at actions outside them,
-and the target's sampled a' carry the error on (q_mean turned positive by 20k steps although
-every reward is negative). The TD target queries the policy's own actions, which is the
-extrapolation error that IQL avoids and TD3+BC's BC term limits.
+The TD target queries the policy's own actions a' ~ pi(.|s'), where the data may hold none:
+the extrapolation error that IQL avoids (its targets use dataset actions only) and TD3+BC's
+BC term limits.
 """
 from __future__ import annotations
 
@@ -52,14 +49,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, gaussian_log_prob
+from algorithms.core import optim
+from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy
 from algorithms.offline import common
-from algorithms.online import _offpolicy as off
 from algorithms.online.td3 import clipped_double_q_target, td3_critic_loss
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr", "tau", "awac_lambda")
 make_task = common.make_task
 
@@ -135,7 +132,8 @@ def init(key, config, task) -> State:
     obs, action = jnp.zeros(common.obs_dim(task)), jnp.zeros(common.action_dim(task))
     actor_params = actor.init(k_actor, obs)
     critic_params = critic.init(k_critic, obs, action)
-    opt = off.injected_adam()  # lr written in per step (traced, sweepable)
+    # the rate in state.hparams is written in at each step
+    opt = optim.optimizer(config.lr, inject_all=True)
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_critic_params=critic_params,
                  actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
@@ -145,7 +143,7 @@ def init(key, config, task) -> State:
 
 def update(state: State, config, task):
     actor, critic = _nets(config, task)
-    opt = off.injected_adam()
+    opt = optim.optimizer(config.lr, inject_all=True)
 
     def gradient_step(state, batch, key):
         hp = state.hparams
@@ -153,9 +151,9 @@ def update(state: State, config, task):
         obs, actions = batch["obs"], batch["action"]
 
         # Critics: TD towards Q^pi with a' ~ pi(.|s') (policy evaluation of Algorithm 1).
-        next_mean, log_std = actor.apply(state.actor_params, batch["next_obs"])
+        next_pi = actor.apply(state.actor_params, batch["next_obs"])
         next_q = critic.apply(state.target_critic_params, batch["next_obs"],
-                              _sample(k_next, next_mean, log_std))
+                              _sample(k_next, next_pi.loc, next_pi.log_std))
         discounts = config.gamma * (1.0 - batch["terminal"])
         targets = clipped_double_q_target(next_q[0], next_q[1], batch["reward"], discounts)
 
@@ -165,24 +163,24 @@ def update(state: State, config, task):
 
         (critic_loss, q), grads = jax.value_and_grad(critic_objective, has_aux=True)(
             state.critic_params)
-        critic_params, critic_opt = off.adam_step(opt, state.critic_opt, state.critic_params,
-                                                  grads, hp["lr"])
+        critic_params, critic_opt = optim.apply_updates(opt, state.critic_opt, state.critic_params,
+                                                        grads, hp["lr"])
 
         # Actor (Eq. 13) with A = min_j Q_j(s, a) - min_j Q_j(s, a_pi), critics before their step.
         def actor_objective(params):
-            mean, log_std = actor.apply(params, obs)
-            a_pi = _sample(k_pi, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_std))
+            pi = actor.apply(params, obs)
+            a_pi = _sample(k_pi, jax.lax.stop_gradient(pi.loc), jax.lax.stop_gradient(pi.log_std))
             v = jnp.min(critic.apply(state.critic_params, obs, a_pi), axis=0)
             advantages = jax.lax.stop_gradient(jnp.min(q, axis=0) - v)
             weights = awac_weights(advantages, hp["awac_lambda"], config.max_weight)
-            log_probs = gaussian_log_prob(mean, log_std, actions)
+            log_probs = pi.log_prob(actions)
             return awac_actor_loss(log_probs, weights).mean(), (advantages, weights)
 
         (actor_loss, (advantages, weights)), grads = jax.value_and_grad(
             actor_objective, has_aux=True)(state.actor_params)
-        actor_params, actor_opt = off.adam_step(opt, state.actor_opt, state.actor_params, grads,
-                                                hp["lr"])
-        target_critic_params = off.polyak(critic_params, state.target_critic_params, hp["tau"])
+        actor_params, actor_opt = optim.apply_updates(opt, state.actor_opt, state.actor_params,
+                                                      grads, hp["lr"])
+        target_critic_params = optim.polyak(critic_params, state.target_critic_params, hp["tau"])
         metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": q.mean(),
                    "adv_mean": advantages.mean(), "weight_mean": weights.mean()}
         return state.replace(actor_params=actor_params, critic_params=critic_params,
@@ -192,11 +190,11 @@ def update(state: State, config, task):
     return common.run_gradient_steps(gradient_step, state, config, task)
 
 
-def act(state: State, obs: jax.Array, config, task) -> jax.Array:
-    """The policy's mean tanh(MLP(s)) in [-1, 1]^|A| for normalized observations."""
-    mean, _ = _nets(config, task)[0].apply(state.actor_params, obs)
-    return mean
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Environment actions at raw observations [B, obs_dim]: the policy's mean tanh(MLP(s))
+    without a key, a Gaussian sample (clipped to the box) with one."""
+    return common.policy_action(_nets(config, task)[0], state.actor_params, obs, task, key)
 
 
 def evaluate(state: State, key, config, task):
-    return common.evaluate_policy(key, config, task, lambda obs: act(state, obs, config, task))
+    return common.evaluate_policy(act, state, key, config, task)

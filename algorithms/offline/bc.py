@@ -16,15 +16,15 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
+from algorithms.core import optim
 from algorithms.core.networks import DeterministicPolicy
 from algorithms.offline import common
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr",)
 make_task = common.make_task
 
@@ -61,39 +61,36 @@ def _actor(config, task):
     return DeterministicPolicy(tuple(config.hidden_sizes), common.action_dim(task))
 
 
-def _optimizer():
-    return optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
-
-
 def init(key, config, task) -> State:
     k_actor, key = jax.random.split(key)
     params = _actor(config, task).init(k_actor, jnp.zeros(common.obs_dim(task)))
-    return State(actor_params=params, actor_opt=_optimizer().init(params), key=key,
-                 step=jnp.int32(0), hparams={"lr": jnp.float32(config.lr)})
+    opt = optim.optimizer(config.lr, inject_all=True)
+    return State(actor_params=params, actor_opt=opt.init(params),
+                 key=key, step=jnp.int32(0), hparams={"lr": jnp.float32(config.lr)})
 
 
 def update(state: State, config, task):
     actor = _actor(config, task)
-    opt = _optimizer()
+    # the rate in state.hparams is written in at each step
+    opt = optim.optimizer(config.lr, inject_all=True)
 
     def gradient_step(state, batch, _key):
         def objective(params):
             return bc_loss(actor.apply(params, batch["obs"]), batch["action"]).mean()
 
         loss, grads = jax.value_and_grad(objective)(state.actor_params)
-        opt_state = state.actor_opt._replace(
-            hyperparams={**state.actor_opt.hyperparams, "learning_rate": state.hparams["lr"]})
-        updates, opt_state = opt.update(grads, opt_state, state.actor_params)
-        params = optax.apply_updates(state.actor_params, updates)
+        params, opt_state = optim.apply_updates(opt, state.actor_opt, state.actor_params, grads,
+                                                state.hparams["lr"])
         return state.replace(actor_params=params, actor_opt=opt_state), {"actor_loss": loss}
 
     return common.run_gradient_steps(gradient_step, state, config, task)
 
 
-def act(state: State, obs: jax.Array, config, task) -> jax.Array:
-    """Action in [-1, 1]^|A| for normalized observations."""
-    return _actor(config, task).apply(state.actor_params, obs)
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Environment actions of pi(s) at raw observations [B, obs_dim] (deterministic: the key
+    is unused)."""
+    return common.policy_action(_actor(config, task), state.actor_params, obs, task)
 
 
 def evaluate(state: State, key, config, task):
-    return common.evaluate_policy(key, config, task, lambda obs: act(state, obs, config, task))
+    return common.evaluate_policy(act, state, key, config, task)

@@ -1,31 +1,38 @@
-"""What every offline algorithm shares: the task, batches, the gradient-step scan, evaluation.
+"""What every offline algorithm shares: the task, batches, the gradient-step scan, acting.
 
     task  = make_task(dataset, config)     # OfflineTask: dataset arrays + the env to evaluate in
     state, metrics = run_gradient_steps(gradient_step, state, config, task)
                                            # `steps_per_update` steps of gradient_step(state,
                                            # batch, key) in one lax.scan, metrics averaged
-    metrics = evaluate_policy(key, config, task, act_fn)   # return and D4RL normalized score
+    actions = policy_action(net, params, obs, task, key)   # raw obs -> environment actions
+    metrics = evaluate_policy(act, state, key, config, task)   # return and D4RL normalized score
 
 Actions are stored in the task rescaled to [-1, 1]^|A| (tanh policies, CQL's uniform actions
-and TD3+BC's noise all live there) and mapped back to the environment's Box for evaluation.
-The dataset arrays are `task.data`, which the runner passes to the jitted programs as one
-shared, un-vmapped argument (see `launch.runner._task_data`): 16 seeds read one copy.
+and TD3+BC's noise all live there) and mapped back to the environment's Box when acting.
+Observations are stored raw; batches and `policy_action` z-score them with the dataset's
+statistics. The dataset arrays are `task.data`, the task's only array leaves: the runner passes
+them to the jitted programs as one shared, un-vmapped argument, so 16 seeds read one copy.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, NamedTuple
 
+import distrax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 import envs
-from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core import scores, spaces
+from algorithms.core.evaluation import evaluate_act
 from envs import datasets as datasets_lib
 
-# The quick default: generated on first use by `launch.datasets` (SAC behaviour policy).
-DEFAULT_DATASET = "pendulum-medium-v0"
+# The protocol members every offline algorithm module re-exports (launch/registry.py).
+TASK_FLAG = "dataset"
+DEFAULT_TASK = "pendulum-medium-v0"  # generated on first use (SAC behaviour policies)
+PRIMARY_METRIC = "eval/normalized_score"
 
 
 class OfflineTask(NamedTuple):
@@ -56,13 +63,12 @@ def offline_config() -> ml_collections.ConfigDict:
     gradient-step budget.
     """
     c = ml_collections.ConfigDict()
-    # 10k gradient steps: a CPU-sized default (the papers train 1M); on pendulum-medium-v0 IQL
-    # is past the data's score within 4k (README, offline results).
+    # 10k gradient steps: a CPU-sized default (the papers train 1M; README, offline results).
     c.num_updates = 10  # runner updates
     c.steps_per_update = 1000  # gradient steps per update
     c.log_every = 2  # updates per jitted chunk
     c.eval_every = 5  # updates between evaluations
-    c.eval_episodes = 50  # Pendulum returns scatter +-25 normalized points over 10 episodes
+    c.eval_episodes = 50  # many: Pendulum's random starts make single returns scatter widely
     c.batch_size = 256
     c.hidden_sizes = (256, 256)
     c.gamma = 0.99
@@ -70,15 +76,29 @@ def offline_config() -> ml_collections.ConfigDict:
     return c
 
 
+def ensure_dataset(name: str) -> None:
+    """Generate (and cache) a registered dataset whose cache file is missing; else nothing.
+
+    Paths, "minari:<id>" and unknown names pass through (`envs.datasets.load` reports them).
+    """
+    if name in datasets_lib.dataset_names() and not datasets_lib.dataset_path(name).is_file():
+        from envs import generation
+        print(f"Dataset {name} is not in {datasets_lib.cache_dir()} yet: generating it "
+              "(behaviour policies trained by SAC; done once, then cached).", flush=True)
+        generation.ensure(name)
+
+
 def make_task(dataset, config) -> OfflineTask:
     """OfflineTask for `dataset`: an `envs.datasets.Dataset`, a registered name (loaded from the
-    cache; `launch.run` generates it first when missing) or a path to a D4RL-style HDF5 file.
+    cache, generated first when missing), a path to a D4RL-style HDF5 file or "minari:<id>".
 
     The evaluation environment is the dataset's `metadata["env"]` (a gymnax id) with its
     `env_options`; `config.env` options, when given, override them.
     """
     if not isinstance(dataset, datasets_lib.Dataset):
-        dataset = datasets_lib.load(dataset)
+        name = os.fspath(DEFAULT_TASK if dataset is None else dataset)
+        ensure_dataset(name)
+        dataset = datasets_lib.load(name)
     meta = dataset.metadata
     env_name = meta.get("env")
     if not env_name:
@@ -95,9 +115,7 @@ def make_task(dataset, config) -> OfflineTask:
                         if k in envs.env_options(env_name)})
     env, params = envs.make(env_name, **options)
     space = env.action_space(params)
-    low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape)
-    high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape)
-    center, scale = (high + low) / 2.0, (high - low) / 2.0
+    center, scale = spaces.box_center_scale(space)
     a = dataset.arrays
     if a["actions"].shape[1:] != space.shape:
         raise ValueError(f"dataset actions have shape {a['actions'].shape[1:]}, but {env_name} "
@@ -164,23 +182,30 @@ def run_gradient_steps(gradient_step: Callable, state, config, task: OfflineTask
     return state.replace(step=state.step + 1), jax.tree.map(jnp.mean, metrics)
 
 
-def normalized_score(returns: jax.Array, task: OfflineTask) -> jax.Array:
-    """100 (R - R_random) / (R_expert - R_random) (Fu et al. 2020, D4RL Sec. 5)."""
-    return 100.0 * (returns - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
+def policy_action(policy, params, obs: jax.Array, task: OfflineTask,
+                  key: jax.Array | None = None) -> jax.Array:
+    """Environment actions [B, |A|] of a policy network at raw observations `obs` [B, obs_dim].
+
+    The observations are z-scored with the dataset's statistics; the network returns either a
+    deterministic action or a distrax distribution over [-1, 1]^|A| (its mode without `key`, a
+    sample with it); the action is clipped to [-1, 1] and mapped to the environment's Box,
+    center + scale * a.
+    """
+    out = policy.apply(params, normalize_obs(obs.reshape(obs.shape[0], -1).astype(jnp.float32),
+                                             task))
+    if isinstance(out, distrax.Distribution):
+        out = out.mode() if key is None else out.sample(seed=key)
+    return spaces.to_env_action(jnp.clip(out, -1.0, 1.0),
+                                jnp.asarray(task.action_center, jnp.float32),
+                                jnp.asarray(task.action_scale, jnp.float32))
 
 
-def evaluate_policy(key: jax.Array, config, task: OfflineTask, act_fn: Callable) -> dict:
-    """`eval_episodes` episodes with act_fn(normalized obs [E, obs_dim]) -> a in [-1, 1]^|A|.
+def evaluate_policy(act: Callable, state, key: jax.Array, config, task: OfflineTask) -> dict:
+    """`eval_episodes` episodes of the module's deterministic `act(state, obs, config, task)`.
 
     Returns {"return", "normalized_score", "length"} (means over episodes; the same episode
     keys for every seed).
     """
-    center = jnp.asarray(task.action_center, jnp.float32)
-    scale = jnp.asarray(task.action_scale, jnp.float32)
-
-    def env_action(obs, _key):
-        obs = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
-        return center + scale * jnp.clip(act_fn(normalize_obs(obs, task)), -1.0, 1.0)
-
-    out = evaluate_episodes(key, task.env, task.params, env_action, int(config.eval_episodes))
-    return {**out, "normalized_score": normalized_score(out["return"], task)}
+    out = evaluate_act(act, state, key, config, task)
+    return {**out, "normalized_score": scores.normalized_score(
+        out["return"], task.ref_min_score, task.ref_max_score)}

@@ -42,15 +42,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from algorithms.core import optim
 from algorithms.offline import common, sac_n
-from algorithms.online import _offpolicy as off
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("cql_alpha", "target_action_gap", "actor_lr", "critic_lr")
 make_task = common.make_task
-act = sac_n.act
+act = sac_n.act  # the SAC policy: tanh(mean(s)), or a sample with a key
 evaluate = sac_n.evaluate
 
 ALPHA_PRIME_MAX = 1e6  # the authors' clip of alpha'
@@ -138,9 +138,11 @@ def init(key, config, task) -> State:
         raise ValueError(f"cql_n_actions must be a positive integer; got {config.cql_n_actions}")
     log_alpha_prime = jnp.log(jnp.float32(config.init_alpha_prime))
     hparams = {name: jnp.float32(config[name]) for name in SWEEPABLE}
-    return State(**sac_n.init_fields(key, config, task), hparams=hparams,
+    lrs = (config.actor_lr, config.critic_lr, config.actor_lr)  # actor, critics, temperature
+    return State(**sac_n.init_fields(key, config, task, lrs), hparams=hparams,
                  log_alpha_prime=log_alpha_prime,
-                 alpha_prime_opt=off.injected_adam().init(log_alpha_prime))
+                 alpha_prime_opt=optim.optimizer(config.critic_lr,
+                                                 inject_all=True).init(log_alpha_prime))
 
 
 def update(state: State, config, task):
@@ -182,9 +184,9 @@ def update(state: State, config, task):
         if lagrange:
             loss, grad = jax.value_and_grad(lambda la: cql_lagrange_loss(
                 la, gaps, target_action_gap=h["target_action_gap"]).mean())(state.log_alpha_prime)
-            log_alpha_prime, opt_state = off.adam_step(off.injected_adam(), state.alpha_prime_opt,
-                                                       state.log_alpha_prime, grad,
-                                                       h["critic_lr"])
+            log_alpha_prime, opt_state = optim.apply_updates(
+                optim.optimizer(config.critic_lr, inject_all=True), state.alpha_prime_opt,
+                state.log_alpha_prime, grad, h["critic_lr"])
             state = state.replace(log_alpha_prime=log_alpha_prime, alpha_prime_opt=opt_state)
             metrics["alpha_prime_loss"] = loss
         return state, metrics

@@ -36,9 +36,9 @@ import jax.numpy as jnp
 from algorithms.core.networks import QEnsemble, QNet
 from algorithms.offline import common, sac_n
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("eta", "lr")
 make_task = common.make_task
 State = sac_n.State
@@ -85,7 +85,7 @@ def ensemble_action_gradients(critic: QEnsemble, params, obs: jax.Array, actions
         raise ValueError(f"expected the parameters of one QEnsemble (one vmapped QNet); got "
                          f"submodules {sorted(members)}")
     (stacked,) = members.values()
-    net = QNet(critic.hidden, critic.activation)
+    net = QNet(critic.hidden_sizes, critic.activation)
 
     def one_member(member_params):
         def total(a):
@@ -107,7 +107,7 @@ def default_config():
 
 
 def init(key, config, task) -> State:
-    return State(**sac_n.init_fields(key, config, task),
+    return State(**sac_n.init_fields(key, config, task, (config.lr,) * 3),
                  hparams={"lr": jnp.float32(config.lr), "eta": jnp.float32(config.eta)})
 
 

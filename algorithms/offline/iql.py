@@ -25,9 +25,7 @@ policy and the critics see the value net one Adam step later, which costs one mo
 forward pass, on [s; s'], per step). One step thus runs the target critics once on
 (s, a) (their minimum serves both the value loss and the advantages), the value net forward +
 backward on s (its output is also the advantages' baseline) and forward on s', the critics
-forward + backward and the policy forward + backward: ~536 MFLOP per step at 256-256, obs 17,
-act 6, batch 256 (XLA's cost analysis counts 545; `benchmarks/offline.py` prints it with the
-machine's matmul rate: 276 updates/s on the 2-core CPU is 85% of that rate).
+forward + backward and the policy forward + backward.
 
 Policy (authors' code: `NormalTanhPolicy(state_dependent_std=False,
 tanh_squash_distribution=False, log_std_min=-5)`): a Gaussian whose mean is tanh(MLP(s)) and
@@ -51,14 +49,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, ValueNet, \
-    gaussian_log_prob
+from algorithms.core import episodes, optim
+from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, ValueNet
 from algorithms.offline import common
-from algorithms.online import _offpolicy as off
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr", "tau", "expectile", "beta")
 make_task = common.make_task
 
@@ -173,11 +170,7 @@ def default_config():
 
     `normalize_rewards` (on) multiplies the rewards by reward_range / (max - min episode return
     of the dataset), the authors' locomotion scaling; reward_range = 0 means the dataset's
-    longest episode (1000 on D4RL locomotion, the authors' constant; 200 on Pendulum). On the
-    tiny Pendulum test data (tests/offline_data.py; 64-64 nets, one seed, 50 evaluation
-    episodes) IQL with it reached the scripted controller's normalized score, ~100, after 30k
-    gradient steps; without it (rewards down to -16 per step: beta A is large and noisy, the
-    mean weight rose to ~15) it stayed at 1-7, about the random policy's 0, from 10k to 30k.
+    longest episode (1000 on D4RL locomotion, the authors' constant; 200 on Pendulum).
     """
     c = common.offline_config()
     c.lr = 3e-4  # Adam, actor, critics and value net (paper / code)
@@ -210,14 +203,11 @@ def episode_stats(data: dict) -> tuple[jax.Array, jax.Array]:
     row's observation (the authors' `split_into_trajectories`); an unfinished last episode
     counts, as there.
     """
-    obs, next_obs = data["observations"], data["next_observations"]
-    n = obs.shape[0]
-    cut = jnp.any(next_obs[:-1] != obs[1:], axis=-1) | (data["terminals"][:-1] > 0)
-    ends = jnp.concatenate([cut, jnp.ones((1,), bool)])
-    episode = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(ends[:-1], dtype=jnp.int32)])
-    returns = jax.ops.segment_sum(data["rewards"], episode, num_segments=n)
-    lengths = jax.ops.segment_sum(jnp.ones_like(data["rewards"]), episode, num_segments=n)
-    valid = jnp.arange(n) < jnp.sum(ends)
+    ends = episodes.episode_ends(data["terminals"], observations=data["observations"],
+                                 next_observations=data["next_observations"], close_last=True)
+    returns, num_episodes = episodes.episode_sums(data["rewards"], ends)
+    lengths, _ = episodes.episode_sums(jnp.ones_like(data["rewards"]), ends)
+    valid = jnp.arange(ends.shape[0]) < num_episodes
     spread = (jnp.max(jnp.where(valid, returns, -jnp.inf))
               - jnp.min(jnp.where(valid, returns, jnp.inf)))
     return spread, jnp.max(lengths)
@@ -244,7 +234,8 @@ def init(key, config, task) -> State:
     actor_params = actor.init(k_actor, obs)
     critic_params = critic.init(k_critic, obs, action)
     value_params = value.init(k_value, obs)
-    opt = off.injected_adam()  # lr written in per step (traced, sweepable)
+    # the rate in state.hparams is written in at each step
+    opt = optim.optimizer(config.lr, inject_all=True)
     scale = (reward_scale(task.data, float(config.reward_range)) if config.normalize_rewards
              else jnp.float32(1.0))
     return State(actor_params=actor_params, critic_params=critic_params,
@@ -268,7 +259,7 @@ def _actor_lr(config, lr, count):
 def update(state: State, config, task):
     _check(config)
     actor, critic, value = _nets(config, task)
-    opt = off.injected_adam()
+    opt = optim.optimizer(config.lr, inject_all=True)
 
     def gradient_step(state, batch, _key):
         hp = state.hparams
@@ -284,8 +275,8 @@ def update(state: State, config, task):
 
         (value_loss, v), grads = jax.value_and_grad(value_objective, has_aux=True)(
             state.value_params)
-        value_params, value_opt = off.adam_step(opt, state.value_opt, state.value_params, grads,
-                                                hp["lr"])
+        value_params, value_opt = optim.apply_updates(opt, state.value_opt, state.value_params,
+                                                      grads, hp["lr"])
         next_v = value.apply(state.value_params, batch["next_obs"])
 
         # Policy extraction (Eq. 7).
@@ -293,11 +284,11 @@ def update(state: State, config, task):
         weights = awr_weights(advantages, hp["beta"], config.max_weight)
 
         def actor_objective(params):
-            mean, log_std = actor.apply(params, obs)
-            return awr_policy_loss(gaussian_log_prob(mean, log_std, actions), weights).mean()
+            log_probs = actor.apply(params, obs).log_prob(actions)
+            return awr_policy_loss(log_probs, weights).mean()
 
         actor_loss, grads = jax.value_and_grad(actor_objective)(state.actor_params)
-        actor_params, actor_opt = off.adam_step(
+        actor_params, actor_opt = optim.apply_updates(
             opt, state.actor_opt, state.actor_params, grads,
             _actor_lr(config, hp["lr"], state.actor_opt.count))
 
@@ -311,9 +302,9 @@ def update(state: State, config, task):
 
         (critic_loss, q), grads = jax.value_and_grad(critic_objective, has_aux=True)(
             state.critic_params)
-        critic_params, critic_opt = off.adam_step(opt, state.critic_opt, state.critic_params,
-                                                  grads, hp["lr"])
-        target_critic_params = off.polyak(critic_params, state.target_critic_params, hp["tau"])
+        critic_params, critic_opt = optim.apply_updates(opt, state.critic_opt, state.critic_params,
+                                                        grads, hp["lr"])
+        target_critic_params = optim.polyak(critic_params, state.target_critic_params, hp["tau"])
 
         metrics = {"critic_loss": critic_loss, "value_loss": value_loss, "actor_loss": actor_loss,
                    "q_mean": q.mean(), "v_mean": v.mean(), "adv_mean": advantages.mean(),
@@ -326,11 +317,11 @@ def update(state: State, config, task):
     return common.run_gradient_steps(gradient_step, state, config, task)
 
 
-def act(state: State, obs: jax.Array, config, task) -> jax.Array:
-    """The policy's mean tanh(MLP(s)) in [-1, 1]^|A| for normalized observations."""
-    mean, _ = _nets(config, task)[0].apply(state.actor_params, obs)
-    return mean
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Environment actions at raw observations [B, obs_dim]: the policy's mean tanh(MLP(s))
+    without a key (the authors' evaluation), a Gaussian sample (clipped to the box) with one."""
+    return common.policy_action(_nets(config, task)[0], state.actor_params, obs, task, key)
 
 
 def evaluate(state: State, key, config, task):
-    return common.evaluate_policy(key, config, task, lambda obs: act(state, obs, config, task))
+    return common.evaluate_policy(act, state, key, config, task)

@@ -32,14 +32,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, tanh_gaussian_sample
+from algorithms.core import optim
+from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, TanhNormal
 from algorithms.offline import common
-from algorithms.online import _offpolicy as off
 from algorithms.online.sac import sac_actor_loss, sac_alpha_loss, sac_critic_loss, soft_q_target
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr",)
 make_task = common.make_task
 
@@ -87,17 +87,18 @@ def policy_sample(actor, params, obs, key, num: int | None = None):
     obs [B, obs_dim] -> ([B, A], [B]); with `num`, `num` samples per state: ([B, num, A],
     [B, num]) from one actor forward pass.
     """
-    mean, log_std = actor.apply(params, obs)
+    pi = actor.apply(params, obs)
     if num is not None:
-        shape = (mean.shape[0], num, mean.shape[1])
-        mean = jnp.broadcast_to(mean[:, None], shape)
-        log_std = jnp.broadcast_to(log_std[:, None], shape)
-    return tanh_gaussian_sample(key, mean, log_std, 1.0)
+        shape = (pi.loc.shape[0], num, pi.loc.shape[1])
+        pi = TanhNormal(jnp.broadcast_to(pi.loc[:, None], shape),
+                        jnp.broadcast_to(pi.log_std[:, None], shape))
+    return pi.sample_and_log_prob(seed=key)
 
 
-def init_fields(key, config, task) -> dict:
+def init_fields(key, config, task, lrs) -> dict:
     """Parameters and optimizer states of the actor, the critic ensemble and the temperature
-    (the fields of `State` except hparams), for SAC-N, EDAC and CQL."""
+    (the fields of `State` except hparams), for SAC-N, EDAC and CQL; `lrs`: the (actor,
+    critic, temperature) learning rates the optimizer states start with."""
     if int(config.num_critics) < 1:
         raise ValueError(f"num_critics must be a positive integer; got {config.num_critics}")
     actor, critic = networks(config, task)
@@ -106,15 +107,18 @@ def init_fields(key, config, task) -> dict:
     actor_params = actor.init(k_actor, obs)
     critic_params = critic.init(k_critic, obs, jnp.zeros(common.action_dim(task)))
     log_alpha = jnp.log(jnp.float32(config.init_alpha))
-    opt = off.injected_adam()  # learning rate written in per step
+    actor_lr, critic_lr, alpha_lr = lrs  # the traced rates are written in at each step
     return dict(actor_params=actor_params, critic_params=critic_params,
                 target_critic_params=critic_params, log_alpha=log_alpha,
-                actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
-                alpha_opt=opt.init(log_alpha), key=key, step=jnp.int32(0))
+                actor_opt=optim.optimizer(actor_lr, inject_all=True).init(actor_params),
+                critic_opt=optim.optimizer(critic_lr, inject_all=True).init(critic_params),
+                alpha_opt=optim.optimizer(alpha_lr, inject_all=True).init(log_alpha), key=key,
+                step=jnp.int32(0))
 
 
 def init(key, config, task) -> State:
-    return State(**init_fields(key, config, task), hparams={"lr": jnp.float32(config.lr)})
+    return State(**init_fields(key, config, task, (config.lr,) * 3),
+                 hparams={"lr": jnp.float32(config.lr)})
 
 
 def plain_critic(critic) -> Callable:
@@ -141,8 +145,9 @@ def sac_step(state, batch, key, config, task, *, lrs, critic_values: Callable | 
         `plain_critic` (SAC-N). EDAC adds its diversity term, CQL its conservative penalty.
     """
     actor, critic = networks(config, task)
-    opt = off.injected_adam()
     actor_lr, critic_lr, alpha_lr = lrs
+    # one Adam: each apply_updates below writes its own rate
+    opt = optim.optimizer(actor_lr, inject_all=True)
     critic_values = critic_values or plain_critic(critic)
     k_next, k_pi, k_reg = jax.random.split(key, 3)
     alpha = jnp.exp(state.log_alpha)
@@ -163,8 +168,8 @@ def sac_step(state, batch, key, config, task, *, lrs, critic_values: Callable | 
 
     (critic_loss, (q, aux)), grads = jax.value_and_grad(critic_objective, has_aux=True)(
         state.critic_params)
-    critic_params, critic_opt = off.adam_step(opt, state.critic_opt, state.critic_params, grads,
-                                              critic_lr)
+    critic_params, critic_opt = optim.apply_updates(opt, state.critic_opt, state.critic_params,
+                                                    grads, critic_lr)
 
     # Actor (Eq. 3) against the minimum of the N critics at the start of the step.
     def actor_objective(params):
@@ -174,18 +179,19 @@ def sac_step(state, batch, key, config, task, *, lrs, critic_values: Callable | 
 
     (actor_loss, log_probs), grads = jax.value_and_grad(actor_objective, has_aux=True)(
         state.actor_params)
-    actor_params, actor_opt = off.adam_step(opt, state.actor_opt, state.actor_params, grads,
-                                            actor_lr)
+    actor_params, actor_opt = optim.apply_updates(opt, state.actor_opt, state.actor_params, grads,
+                                                  actor_lr)
 
     # Temperature (SAC Sec. 5).
     target_entropy = config.target_entropy * common.action_dim(task)
     alpha_loss, grad = jax.value_and_grad(
         lambda la: sac_alpha_loss(la, log_probs, target_entropy=target_entropy).mean())(
         state.log_alpha)
-    log_alpha, alpha_opt = off.adam_step(opt, state.alpha_opt, state.log_alpha, grad, alpha_lr)
+    log_alpha, alpha_opt = optim.apply_updates(opt, state.alpha_opt, state.log_alpha, grad,
+                                               alpha_lr)
 
-    target_critic_params = off.polyak(critic_params, state.target_critic_params,
-                                      jnp.float32(config.tau))
+    target_critic_params = optim.polyak(critic_params, state.target_critic_params,
+                                        jnp.float32(config.tau))
     metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss,
                "alpha": alpha, "entropy": -log_probs.mean(), "q_mean": q.mean(),
                "q_std": q.std(axis=0).mean()}
@@ -205,12 +211,11 @@ def update(state: State, config, task):
     return common.run_gradient_steps(gradient_step, state, config, task)
 
 
-def act(state, obs: jax.Array, config, task) -> jax.Array:
-    """Deterministic action tanh(mean(s)) in [-1, 1]^|A| for normalized observations."""
-    actor, _ = networks(config, task)
-    mean, _ = actor.apply(state.actor_params, obs)
-    return jnp.tanh(mean)
+def act(state, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Environment actions at raw observations [B, obs_dim]: tanh(mean(s)) without a key, a
+    sample of the squashed Gaussian policy with one."""
+    return common.policy_action(networks(config, task)[0], state.actor_params, obs, task, key)
 
 
 def evaluate(state, key, config, task):
-    return common.evaluate_policy(key, config, task, lambda obs: act(state, obs, config, task))
+    return common.evaluate_policy(act, state, key, config, task)

@@ -37,14 +37,14 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from algorithms.core import optim
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, QNet
 from algorithms.offline import common
-from algorithms.online import _offpolicy as off
 from algorithms.online.td3 import critic_update
 
-DEFAULT_ENV = None
-DEFAULT_DATASET = common.DEFAULT_DATASET
-REQUIRES = ()
+TASK_FLAG = common.TASK_FLAG
+DEFAULT_TASK = common.DEFAULT_TASK
+PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr", "tau", "alpha")
 make_task = common.make_task
 
@@ -77,11 +77,11 @@ def td3_bc_actor_loss(q_values: jax.Array, predicted_actions: jax.Array,
 @struct.dataclass
 class State:
     actor_params: Any
-    critic_params: Any  # QEnsemble of 2 critics
-    target_actor_params: Any
-    target_critic_params: Any
     actor_opt: Any
+    target_actor_params: Any
+    critic_params: Any  # QEnsemble of 2 critics
     critic_opt: Any
+    target_critic_params: Any
     key: jax.Array
     step: jax.Array  # int32, updates done
     hparams: dict  # SWEEPABLE float32 scalars
@@ -132,10 +132,11 @@ def init(key, config, task) -> State:
     obs, action = jnp.zeros(common.obs_dim(task)), jnp.zeros(common.action_dim(task))
     actor_params = actor.init(k_actor, obs)
     critic_params = critic.init(k_critic, obs, action)
-    opt = off.injected_adam()  # lr written in per step (traced, sweepable)
-    return State(actor_params=actor_params, critic_params=critic_params,
-                 target_actor_params=actor_params, target_critic_params=critic_params,
-                 actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
+    # the rate in state.hparams is written in at each step
+    opt = optim.optimizer(config.lr, inject_all=True)
+    return State(actor_params=actor_params, actor_opt=opt.init(actor_params),
+                 target_actor_params=actor_params, critic_params=critic_params,
+                 critic_opt=opt.init(critic_params), target_critic_params=critic_params,
                  key=key, step=jnp.int32(0),
                  hparams={name: jnp.float32(config[name]) for name in SWEEPABLE})
 
@@ -145,12 +146,17 @@ def update(state: State, config, task):
     delay = int(config.policy_delay)
     actor, critic = _nets(config, task)
     first_critic = QNet(tuple(config.hidden_sizes))
-    opt = off.injected_adam()
+    opt = optim.optimizer(config.lr, inject_all=True)
 
     def critic_step(state, batch, key):
         """TD3's critic step (shared with online TD3), `terminal` transitions not bootstrapped."""
         discounts = config.gamma * (1.0 - batch["terminal"])
-        return critic_update(state, batch, key, actor, critic, discounts, config)
+        critic_params, critic_opt, metrics = critic_update(
+            state.critic_params, state.critic_opt, state.target_actor_params,
+            state.target_critic_params, batch, key, discounts, actor=actor, critic=critic,
+            learning_rate=state.hparams["lr"], policy_noise=config.policy_noise,
+            noise_clip=config.noise_clip)
+        return state.replace(critic_params=critic_params, critic_opt=critic_opt), metrics
 
     def actor_step(state, batch):
         """Eq. 3 on the last critic batch against the updated first critic, then targets."""
@@ -163,22 +169,24 @@ def update(state: State, config, task):
             return loss, (q1, pi)
 
         (loss, (q1, pi)), grads = jax.value_and_grad(objective, has_aux=True)(state.actor_params)
-        params, opt_state = off.adam_step(opt, state.actor_opt, state.actor_params, grads,
-                                          state.hparams["lr"])
+        params, opt_state = optim.apply_updates(opt, state.actor_opt, state.actor_params, grads,
+                                                state.hparams["lr"])
         tau = state.hparams["tau"]
         metrics = {"actor_loss": loss,
                    "lambda": state.hparams["alpha"] / jnp.mean(jnp.abs(q1)),
                    "bc_mse": jnp.mean((pi - batch["action"]) ** 2)}
         return state.replace(
             actor_params=params, actor_opt=opt_state,
-            target_actor_params=off.polyak(params, state.target_actor_params, tau),
-            target_critic_params=off.polyak(state.critic_params, state.target_critic_params, tau),
+            target_actor_params=optim.polyak(params, state.target_actor_params, tau),
+            target_critic_params=optim.polyak(state.critic_params, state.target_critic_params,
+                                              tau),
         ), metrics
 
     def gradient_step(state, batch, key):
         """`policy_delay` critic steps on the block's batches, then one actor + target step."""
-        batches = [jax.tree.map(lambda x: x[i * config.batch_size:(i + 1) * config.batch_size],
-                                batch) for i in range(delay)]
+        size = int(config.batch_size)
+        batches = [jax.tree.map(lambda x, start=i * size: x[start:start + size], batch)
+                   for i in range(delay)]
         critic_metrics = []
         for b, k in zip(batches, jax.random.split(key, delay)):
             state, m = critic_step(state, b, k)
@@ -190,10 +198,11 @@ def update(state: State, config, task):
     return common.run_gradient_steps(gradient_step, state, block, task)
 
 
-def act(state: State, obs: jax.Array, config, task) -> jax.Array:
-    """pi(s) in [-1, 1]^|A| for normalized observations."""
-    return _nets(config, task)[0].apply(state.actor_params, obs)
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Environment actions of pi(s) at raw observations [B, obs_dim] (deterministic: the key
+    is unused; offline training adds no exploration noise)."""
+    return common.policy_action(_nets(config, task)[0], state.actor_params, obs, task)
 
 
 def evaluate(state: State, key, config, task):
-    return common.evaluate_policy(key, config, task, lambda obs: act(state, obs, config, task))
+    return common.evaluate_policy(act, state, key, config, task)
