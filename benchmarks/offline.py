@@ -10,9 +10,8 @@ values; every algorithm runs its default config (256x256 MLPs, batch 256) except
 `steps_per_update` is set so one call takes about a second. Only the update is timed, never
 evaluation episodes (the task has no environment).
 
-Each row is the runner's exact program (launch/runner.py): the dataset is one replicated
-argument, `jit(lambda s, d: lax.scan(lambda c, _: vmap(update, in_axes=(0, None))(c, d), s,
-None, length=1))` on a state from `jit(vmap(init))` over S seed keys; one `update` is
+Each row times the runner's own programs (`launch.runner.build_programs`): the dataset is one
+replicated argument, the chunk is `lax.scan` of `vmap(update)` over S seeds; one `update` is
 `steps_per_update` gradient steps in a `lax.scan` (several updates per jitted call, no host
 round trip between them). Compile time is `lower(...).compile()` alone; the wall time is the
 best of n calls ended by `block_until_ready` (one call when the first exceeds 5 s).
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from algorithms.offline import common
-from launch import registry
+from launch import registry, runner
 from online import _best_of, _load  # benchmarks/online.py: same timing rule, same header
 
 OFFLINE = ("bc", "td3_bc", "awac", "cql", "iql", "sac_n", "edac")
@@ -101,19 +100,14 @@ def steps_per_block(config) -> int:
 
 def measure(algo, config, task, seeds: int):
     """(compile s, best wall s of one update call, calls timed, FLOP per gradient step for all
-    seeds)."""
-    data = task.data
-    bind = lambda d: task._replace(data=d)  # the dataset as the one shared argument
-    keys = jax.random.split(jax.random.key(0), seeds)
-    state = jax.block_until_ready(
-        jax.jit(jax.vmap(lambda k, d: algo.init(k, config, bind(d)), in_axes=(0, None)))(keys,
-                                                                                       data))
-    vupdate = jax.vmap(lambda s, d: algo.update(s, config, bind(d)), in_axes=(0, None))
-    chunk = jax.jit(lambda s, d: jax.lax.scan(lambda c, _: vupdate(c, d), s, None, length=1))
+    seeds), timing `launch.runner.build_programs`' chunk of one update: the program a run
+    executes."""
+    programs = runner.build_programs(algo, config, task, seeds)
+    state = jax.block_until_ready(programs.init(runner.seed_keys(0, seeds)))
     t0 = time.perf_counter()
-    compiled = chunk.lower(state, data).compile()
+    compiled = programs.lower_chunk(1, state).compile()
     compile_s = time.perf_counter() - t0
-    wall, n = _best_of(lambda: jax.block_until_ready(compiled(state, data)))
+    wall, n = _best_of(lambda: jax.block_until_ready(compiled(state, programs.task_arrays)))
     return compile_s, wall, n, step_flops(compiled, steps_per_block(config))
 
 

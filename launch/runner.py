@@ -173,6 +173,11 @@ class Programs:
     def evaluate(self, state, key: jax.Array):
         return self._evaluate(state, key, self.task_arrays)
 
+    def lower_chunk(self, length: int, state) -> jax.stages.Lowered:
+        """The chunk program lowered for `state`, for ahead-of-time compilation and cost
+        analysis; call its `.compile()` result as `compiled(state, programs.task_arrays)`."""
+        return self._make_chunk(length).lower(state, self.task_arrays)
+
     def chunk_compilations(self) -> int:
         return sum(fn.jitted._cache_size() for fn in self._chunks.values())
 
