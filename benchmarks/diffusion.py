@@ -7,12 +7,12 @@ network evaluations on the same batch (sampler overhead), and compile time at NF
 The model is `diffusion.models.edm` with the toy network (random parameters: speed does not
 depend on training). "bare network" is a `lax.scan` of NFE raw-network applications on the
 same batch, each feeding its output back as the next input, at a different noise level each
-(nothing can be hoisted out of the loop); overhead = t_sampler / t_bare - 1 is what the sampler adds (preconditioning,
-schedule arithmetic, noise draws, Heun's extra state). Times are the best of `--repeats`
-runs of the compiled program, sampler and bare network timed alternately. On the CPU backend
-they are the process's CPU time by default (`--clock`): on a machine shared with other jobs
-wall-clock times of the same program varied by 2x between repeats, CPU time far less; the
-samples/s column is then samples per CPU-second. (PC can come out cheaper than its bare
+(nothing can be hoisted out of the loop); overhead = t_sampler / t_bare - 1 is what the
+sampler adds (preconditioning, schedule arithmetic, noise draws, Heun's extra state). Times
+are the best of `--repeats` runs of the compiled program, sampler and bare network timed
+alternately. On the CPU backend they are the process's CPU time by default (`--clock`), which
+a machine shared with other jobs disturbs far less than wall-clock time; the samples/s column
+is then samples per CPU-second. (PC can come out cheaper than its bare
 baseline: its corrector and predictor evaluate the network at the same noise level, and XLA
 computes the shared noise-embedding layers once for both.) Compile times are wall times of
 `jit(...).lower(...).compile()`.
@@ -32,9 +32,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-from diffusion.models import common, edm  # noqa: E402
+from diffusion import data, networks, sampling  # noqa: E402
+from diffusion.models import edm  # noqa: E402
 
 SAMPLERS = ("euler", "heun", "edm_stochastic", "dpmpp_2m", "ancestral", "ddim", "ddpm",
             "reverse_sde", "pc")
@@ -54,15 +54,15 @@ def _best_of(fn, repeats):
 
 def _setup(batch):
     config = edm.default_config()
-    task = common.DataTask(train=jnp.zeros((8, 2)), train_labels=jnp.zeros((8,), jnp.int32),
-                           heldout=jnp.zeros((8, 2)), heldout_labels=jnp.zeros((8,), jnp.int32),
-                           name="moons")
+    task = data.DataTask(train=jnp.zeros((8, 2)), train_labels=jnp.zeros((8,), jnp.int32),
+                         heldout=jnp.zeros((8, 2)), heldout_labels=jnp.zeros((8,), jnp.int32),
+                         name="moons")
     state = edm.init(jax.random.key(0), config, task)
     leaves, tree = jax.tree.flatten(state.params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(tree, [0.1 * jax.random.normal(k, l.shape, l.dtype)
-                                       for k, l in zip(keys, leaves)])
-    return config, state.replace(params=params, ema_params=params)
+    params = jax.tree.unflatten(tree, [0.1 * jax.random.normal(k, leaf.shape, leaf.dtype)
+                                       for k, leaf in zip(keys, leaves)])
+    return config, task, state.replace(params=params, ema_params=params)
 
 
 def _compile(fn, *args):
@@ -73,7 +73,7 @@ def _compile(fn, *args):
 
 def bare_network(config, state, batch, nfe):
     """A compiled program of `nfe` raw-network applications: () -> x."""
-    net = common.make_network(config)
+    net = networks.make_network(config)
     x0 = jax.random.normal(jax.random.key(2), (batch, 2))
     # One noise level per evaluation, as in a sampler: a loop-invariant level would let XLA
     # hoist the noise-embedding layers out of the loop and flatter the baseline.
@@ -88,17 +88,17 @@ def bare_network(config, state, batch, nfe):
     return lambda: compiled(state.ema_params, x0)
 
 
-def sampler_rows(config, state, batch, nfe, repeats):
+def sampler_rows(config, task, state, batch, nfe, repeats):
     """Each sampler timed alternately with the bare network at its exact NFE (best of
     `repeats` each), so slow drifts of a shared machine hit both alike."""
     rows = []
     bare_fns = {}
     key = jax.random.key(3)
     for name in SAMPLERS:
-        steps = common.steps_for_nfe(name, nfe, config)
+        steps = sampling.steps_for_nfe(name, nfe, config)
 
         def run(st, k, name=name, steps=steps):
-            return edm.sample(st, config, k, batch, sampler=name, num_steps=steps)[0]
+            return edm.sample(st, k, config, task, batch, sampler=name, num_steps=steps)
 
         compiled, t_compile = _compile(run, state, key)
         exact = _nfe(config, state, name, steps)
@@ -109,7 +109,7 @@ def sampler_rows(config, state, batch, nfe, repeats):
         jax.block_until_ready(bare())
         t, t_bare = [], []
         for _ in range(repeats):
-            t.append(_best_of(lambda: compiled(state, key), 1))
+            t.append(_best_of(lambda fn=compiled: fn(state, key), 1))
             t_bare.append(_best_of(bare, 1))
         t, t_bare = min(t), min(t_bare)
         rows.append(dict(sampler=name, steps=steps, nfe=exact, seconds=t,
@@ -123,7 +123,8 @@ def _nfe(config, state, name, steps):
     info = {}
 
     def grab(st, k):
-        x, i = edm.sample(st, config, k, 2, sampler=name, num_steps=steps)
+        x, i = sampling.draw_samples(edm.MODEL, st, k, config, 2, sampler=name,
+                                     num_steps=steps)
         info.update(i)
         return x
 
@@ -131,15 +132,15 @@ def _nfe(config, state, name, steps):
     return int(info["nfe"])
 
 
-def compile_rows(config, state, batch):
+def compile_rows(config, task, state, batch):
     rows = []
     key = jax.random.key(3)
     for name in SAMPLERS:
         times = {}
         for nfe in (10, 100):
-            steps = common.steps_for_nfe(name, nfe, config)
+            steps = sampling.steps_for_nfe(name, nfe, config)
             _, t = _compile(lambda st, k, name=name, steps=steps: edm.sample(
-                st, config, k, batch, sampler=name, num_steps=steps)[0], state, key)
+                st, k, config, task, batch, sampler=name, num_steps=steps), state, key)
             times[nfe] = t
         rows.append(dict(sampler=name, compile_10=times[10], compile_100=times[100]))
     return rows
@@ -162,12 +163,12 @@ def main():
     CLOCK = time.process_time if clock == "cpu" else time.perf_counter
     batch = args.batch or (512 if args.quick else 4096)
     repeats = args.repeats or (2 if args.quick else 5)
-    config, state = _setup(batch)
+    config, task, state = _setup(batch)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or '?'}"
           f", {jax.local_device_count()} device(s)); EDM toy MLP "
           f"{config.net.depth} x {config.net.width}, batch {batch}, best of {repeats}, "
           f"{'process CPU' if clock == 'cpu' else 'wall-clock'} time\n")
-    rows = sampler_rows(config, state, batch, args.nfe, repeats)
+    rows = sampler_rows(config, task, state, batch, args.nfe, repeats)
     print(f"Samplers at NFE <= {args.nfe} (bare = the same NFE of raw network applications)")
     print(f"{'sampler':>15} {'steps':>6} {'NFE':>5} {'samples/s':>12} {'ms':>9} "
           f"{'bare ms':>9} {'overhead':>9}")
@@ -178,7 +179,7 @@ def main():
     print("\nCompile time (s) of the jitted sampler: NFE 10 vs NFE 100 (one lax.scan: it "
           "should not grow)")
     print(f"{'sampler':>15} {'NFE 10':>8} {'NFE 100':>8}")
-    for r in compile_rows(config, state, batch):
+    for r in compile_rows(config, task, state, batch):
         print(f"{r['sampler']:>15} {r['compile_10']:>8.2f} {r['compile_100']:>8.2f}")
 
 

@@ -1,5 +1,6 @@
 """Data for diffusion experiments: 2-D toys, Gaussian mixtures with their exact denoiser, the
-8x8 digits, and the sliced Wasserstein distance used as the sample-quality metric.
+8x8 digits, the training / held-out task of the diffusion models (`DataTask`, `make_task`), and
+the sliced Wasserstein distance used as the sample-quality metric.
 
 Nothing is downloaded. Data arrays are float32 [N, *dims] (mixtures follow the default float
 dtype, float64 under `jax_enable_x64`).
@@ -33,10 +34,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 Array = jax.Array
 
 TOY_DATASETS = ("8gaussians", "moons", "swissroll")
+DATASETS = TOY_DATASETS + ("digits",)
 
 _RING_RADIUS = 1.0
 _RING_STD = 0.1
@@ -214,6 +217,73 @@ def load_digits(*, flatten: bool = False) -> tuple[np.ndarray, np.ndarray]:
     images = (np.asarray(digits.images, np.float32) / 8.0 - 1.0)
     images = images.reshape(-1, 64) if flatten else images[..., None]
     return images, np.asarray(digits.target, np.int32)
+
+
+# --------------------------------------------------------------------------------------------
+# The diffusion models' task: a training set and a held-out set.
+# --------------------------------------------------------------------------------------------
+
+@struct.dataclass
+class DataTask:
+    """A dataset as the algorithms' task: a pytree whose leaves are the four arrays (the runner
+    passes them to its jitted programs as one argument shared by all seeds) and whose name and
+    class count are static. Labels are int32 class indices (zeros for unlabeled toys)."""
+
+    train: Array           # [N, *dims] float32
+    train_labels: Array    # [N] int32
+    heldout: Array         # [M, *dims] float32: the evaluation reference
+    heldout_labels: Array  # [M] int32
+    name: str = struct.field(pytree_node=False, default="")
+    num_classes: int = struct.field(pytree_node=False, default=0)  # 0: unlabeled
+
+    @property
+    def is_image(self) -> bool:
+        """Images [N, H, W, C] (rather than points [N, D])."""
+        return self.train.ndim == 4
+
+
+def make_task(dataset: str, config) -> DataTask:
+    """The training and held-out sets of `dataset` (`DATASETS`).
+
+    Toys ('8gaussians', 'moons', 'swissroll'): `config.data.num_train` and
+    `config.data.num_heldout` i.i.d. samples of `make_dataset`, drawn from keys
+    fold_in(key(config.data.seed), 0) and (.., 1): the same arrays in every run.
+    'digits': scikit-learn's 8x8 digits [1797, 8, 8, 1] in [-1, 1] with labels 0..9, shuffled
+    with numpy's default_rng(config.data.seed); the first `config.data.digits_num_heldout`
+    images are held out.
+    """
+    d = config.data
+    if dataset in TOY_DATASETS:
+        root = jax.random.key(int(d.seed))
+        train = make_dataset(dataset, jax.random.fold_in(root, 0), int(d.num_train))
+        heldout = make_dataset(dataset, jax.random.fold_in(root, 1), int(d.num_heldout))
+        return DataTask(train=jnp.asarray(train, jnp.float32),
+                        train_labels=jnp.zeros((train.shape[0],), jnp.int32),
+                        heldout=jnp.asarray(heldout, jnp.float32),
+                        heldout_labels=jnp.zeros((heldout.shape[0],), jnp.int32),
+                        name=dataset, num_classes=0)
+    if dataset == "digits":
+        images, labels = load_digits()
+        perm = np.random.default_rng(int(d.seed)).permutation(images.shape[0])
+        images, labels = images[perm], labels[perm]
+        m = int(d.digits_num_heldout)
+        if not 0 < m < images.shape[0]:
+            raise ValueError(f"config.data.digits_num_heldout must be in (0, {images.shape[0]})")
+        return DataTask(train=jnp.asarray(images[m:]), train_labels=jnp.asarray(labels[m:]),
+                        heldout=jnp.asarray(images[:m]), heldout_labels=jnp.asarray(labels[:m]),
+                        name=dataset, num_classes=10)
+    raise ValueError(f"unknown dataset {dataset!r}; valid choices: {', '.join(DATASETS)}")
+
+
+def reference_set(task: DataTask, n: int, seed: int = 12345) -> np.ndarray | None:
+    """An exact sample set of size n to measure the quality floor (its distance to the
+    held-out set): n fresh draws of a toy's distribution, or the first n training images
+    (digits; None if there are fewer)."""
+    if task.name in TOY_DATASETS:
+        return np.asarray(make_dataset(task.name, jax.random.key(seed), n))
+    if n <= task.train.shape[0]:
+        return np.asarray(task.train[:n])
+    return None
 
 
 # --------------------------------------------------------------------------------------------

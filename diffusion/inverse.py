@@ -42,8 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from diffusion.samplers import (_ancestral_coeffs, _check_shape, _const, _initial, _levels,
-                                _per_sample, _resolve_sigmas, _split, sample_ancestral)
+from diffusion import samplers as S
 
 Array = jax.Array
 
@@ -85,34 +84,32 @@ def matrix_operator(matrix) -> Callable[[Array], Array]:
 # Guided ancestral sampling (generic) and DPS.
 # --------------------------------------------------------------------------------------------
 
-def _guided_ancestral(key, denoise_fn, shape, guide, *, num_steps, sigma_min, sigma_max, rho,
-                      sigmas, x_init, dtype, host_coeff):
-    """Ancestral steps plus an additive guidance term guide(x, t_vec, c) -> (x0_hat, delta),
-    with c = host_coeff[i] (host float64 per-step constant)."""
-    shape = _check_shape(shape)
-    s = _resolve_sigmas(sigmas, num_steps, sigma_min, sigma_max, rho)
-    c_mean, c_std = _ancestral_coeffs(s)
-    k_init, k_steps = _split(key, stochastic=True)
-    x = _initial(k_init, shape, s[0], x_init, dtype)
+def _guided_ancestral(key, shape, sigmas, guide, step_coeffs, *, x_init, dtype):
+    """`samplers.ancestral_step`s plus an additive guidance term: guide(x, t, c) -> (x0_hat,
+    delta) at the scalar level t with c = step_coeffs[i] (host float64 [N], from the grid)."""
+    shape = S.check_shape(shape)
+    s = S.check_sigmas(sigmas)
+    c_mean, c_std = S.ancestral_coefficients(s)
+    k_init, k_steps = S.split_key(key, stochastic=True)
+    x = S.initial_state(k_init, shape, s[0], x_init, dtype)
 
     def step(x, c):
         i, t, cm, cstd, cg = c
-        x0, delta = guide(x, _levels(t, x), cg)
-        z = jax.random.normal(jax.random.fold_in(k_steps, i), x.shape, x.dtype)
-        return x0 + cm * (x - x0) + cstd * z + delta, None
+        x0, delta = guide(x, t, cg)
+        return S.ancestral_step(x, x0, S.step_noise(k_steps, i, x), cm, cstd) + delta, None
 
-    cs = lambda v: _const(v, dtype)  # noqa: E731
+    cs = lambda v: S.host_constant(v, dtype)
     n = len(s) - 1
     x, _ = lax.scan(step, x, (jnp.arange(n, dtype=jnp.int32), cs(s[:-1]), cs(c_mean),
-                              cs(c_std), cs(host_coeff(s))))
+                              cs(c_std), cs(step_coeffs(s))))
     return x, {"nfe": n, "num_vjp": n, "sigmas": s}
 
 
-def guided_ancestral_sample(key, denoise_fn: Callable, shape, log_likelihood_fn: Callable, *,
-                            num_steps: int = 500, sigma_min: float = 0.002,
-                            sigma_max: float = 80.0, rho: float = 7.0, sigmas=None,
-                            guidance_scale: float = 1.0, x_init=None, dtype=jnp.float32):
-    """Ancestral sampling with likelihood guidance through the denoiser:
+def guided_ancestral_sample(key, denoise_fn: Callable, shape, log_likelihood_fn: Callable,
+                            sigmas, *, guidance_scale: float = 1.0, x_init=None,
+                            dtype=jnp.float32):
+    """Ancestral sampling with likelihood guidance through the denoiser, along `sigmas` [N + 1]
+    (e.g. `schedules.edm_sigma_steps`):
 
         x' = ancestral(x, x0_hat) + guidance_scale (t^2 - t'^2) grad_x L(x),
         L(x) = sum over the batch of log_likelihood_fn(x0_hat(x), x, t) ([N] per sample),
@@ -120,29 +117,27 @@ def guided_ancestral_sample(key, denoise_fn: Callable, shape, log_likelihood_fn:
 
     With the exact log p(y | x_t) this samples the exact posterior as the steps shrink (the
     ancestral mean is x + (t^2 - t'^2) grad log p_t(x)); DPS is log_likelihood_fn =
-    -||y - A x0_hat||^2 / (2 sigma_y^2). Grid: `edm_sigma_steps(num_steps, ...)` or `sigmas`.
+    -||y - A x0_hat||^2 / (2 sigma_y^2). t is passed to log_likelihood_fn as a vector [N].
     NFE = N denoiser evaluations, each with one vector-Jacobian product.
     Returns (x, {"nfe", "num_vjp", "sigmas"}).
     """
 
-    def guide(x, t_vec, c):
+    def guide(x, t, c):
         def total(xx):
-            x0 = denoise_fn(xx, t_vec)
-            return jnp.sum(log_likelihood_fn(x0, xx, t_vec)), x0
+            x0 = S.posterior_mean(denoise_fn, xx, t)
+            return jnp.sum(log_likelihood_fn(x0, xx, S.noise_levels(t, xx))), x0
 
         g, x0 = jax.grad(total, has_aux=True)(x)
         return x0, c * g
 
-    return _guided_ancestral(key, denoise_fn, shape, guide, num_steps=num_steps,
-                             sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, sigmas=sigmas,
-                             x_init=x_init, dtype=dtype,
-                             host_coeff=lambda s: guidance_scale * (s[:-1] ** 2 - s[1:] ** 2))
+    return _guided_ancestral(key, shape, sigmas, guide,
+                             lambda s: guidance_scale * (s[:-1] ** 2 - s[1:] ** 2),
+                             x_init=x_init, dtype=dtype)
 
 
-def dps_sample(key, denoise_fn: Callable, shape, y, forward_fn: Callable, *, sigma_y: float,
-               zeta: float = 1.0, step_size: str = "likelihood", num_steps: int = 500,
-               sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
-               sigmas=None, x_init=None, dtype=jnp.float32):
+def dps_sample(key, denoise_fn: Callable, shape, y, forward_fn: Callable, sigmas, *,
+               sigma_y: float, zeta: float = 1.0, step_size: str = "likelihood", x_init=None,
+               dtype=jnp.float32):
     """Diffusion posterior sampling (Chung et al. 2023, Alg. 1) for y = A x0 + sigma_y n.
 
     Each step (module docstring): x0_hat = D(x; t), the ancestral step, then
@@ -151,15 +146,15 @@ def dps_sample(key, denoise_fn: Callable, shape, y, forward_fn: Callable, *, sig
     zeta / ||y - A(x0_hat)|| (per sample) for "normalized".
 
     Args:
-      key: PRNG key (initial noise and per-step noise, as in `sample_ancestral`).
+      key: PRNG key (initial noise and per-step noise, as in `samplers.sample_ancestral`).
       denoise_fn: D(x, sigma) of the prior.
       shape: [N, *dims] of the samples.
       y: measurement [N, *meas_dims] or [*meas_dims] (broadcast to every sample).
       forward_fn: the linear operator A on batches.
+      sigmas: the noise-level grid [N + 1] (e.g. `schedules.edm_sigma_steps`, ending at 0; the
+        guidance is applied on every step, the last one included, as in Alg. 1).
       sigma_y: measurement noise std (> 0 for "likelihood").
       zeta, step_size: see above.
-      num_steps / sigma_min / sigma_max / rho / sigmas: the sigma grid (EDM Eq. 5 by default,
-        ending at 0; the guidance is applied on every step, the last one included, as in Alg. 1).
     Returns:
       (x [N, *dims], {"nfe", "num_vjp", "sigmas"}).
     """
@@ -172,42 +167,37 @@ def dps_sample(key, denoise_fn: Callable, shape, y, forward_fn: Callable, *, sig
             r = y - forward_fn(x0)
             return -0.5 * jnp.sum(jnp.reshape(r, (r.shape[0], -1)) ** 2, axis=-1) / sigma_y ** 2
 
-        return guided_ancestral_sample(key, denoise_fn, shape, loglik, num_steps=num_steps,
-                                       sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                                       sigmas=sigmas, guidance_scale=zeta, x_init=x_init,
-                                       dtype=dtype)
+        return guided_ancestral_sample(key, denoise_fn, shape, loglik, sigmas,
+                                       guidance_scale=zeta, x_init=x_init, dtype=dtype)
     if step_size != "normalized":
         raise ValueError(f"step_size must be 'likelihood' or 'normalized', got {step_size!r}")
 
-    def guide(x, t_vec, c):
+    def guide(x, t, c):
         def total(xx):
-            x0 = denoise_fn(xx, t_vec)
+            x0 = S.posterior_mean(denoise_fn, xx, t)
             r = y - forward_fn(x0)
             sq = jnp.sum(jnp.reshape(r, (r.shape[0], -1)) ** 2, axis=-1)
             return jnp.sum(sq), (x0, sq)
 
         g, (x0, sq) = jax.grad(total, has_aux=True)(x)
         step = c / jnp.sqrt(jnp.maximum(sq, 1e-30))
-        return x0, -_per_sample(step, x) * g
+        return x0, -S.per_sample(step, x) * g
 
-    return _guided_ancestral(key, denoise_fn, shape, guide, num_steps=num_steps,
-                             sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, sigmas=sigmas,
-                             x_init=x_init, dtype=dtype,
-                             host_coeff=lambda s: np.full(len(s) - 1, float(zeta)))
+    return _guided_ancestral(key, shape, sigmas, guide,
+                             lambda s: np.full(len(s) - 1, float(zeta)),
+                             x_init=x_init, dtype=dtype)
 
 
-def denoising_posterior_sample(key, denoise_fn: Callable, y: Array, *, sigma_y: float,
-                               num_steps: int = 256, sigma_min: float = 0.002,
-                               rho: float = 7.0):
+def denoising_posterior_sample(key, denoise_fn: Callable, y: Array, sigmas):
     """Exact posterior sampling for denoising (A = I): y = x0 + sigma_y n is x at noise level
     sigma_y, so the reverse process started from x = y at sigma = sigma_y samples p(x0 | y).
-    Runs `sample_ancestral` on `edm_sigma_steps(num_steps, sigma_min, sigma_y, rho)` from
-    x_init = y (exact as the steps shrink, for an exact denoiser). y [N, *dims].
+    Runs `samplers.sample_ancestral` from x_init = y along `sigmas` [N + 1], whose first level
+    must be sigma_y (e.g. `schedules.edm_sigma_steps(N, sigma_min, sigma_y)`); exact as the
+    steps shrink, for an exact denoiser. y [N, *dims].
     Returns (x, info) as `sample_ancestral`."""
     y = jnp.asarray(y)
     chex.assert_rank(y, set(range(2, 8)))
-    return sample_ancestral(key, denoise_fn, y.shape, num_steps=num_steps, sigma_min=sigma_min,
-                            sigma_max=sigma_y, rho=rho, x_init=y, dtype=y.dtype)
+    return S.sample_ancestral(key, denoise_fn, y.shape, sigmas, x_init=y, dtype=y.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +225,7 @@ def cfg_denoiser(cond_fn: Callable, uncond_fn: Callable, w) -> Callable:
         d_u = uncond_fn(x, sigma)
         ww = jnp.asarray(w, d_c.dtype)
         if ww.ndim == 1:
-            ww = _per_sample(ww, d_c)
+            ww = S.per_sample(ww, d_c)
         return d_c + ww * (d_c - d_u)
 
     return denoise_fn

@@ -23,7 +23,7 @@ Divergence:
     of x does not depend on eps, so the log-density estimate is unbiased for the same solver.
 
 Integration: fixed-step RK4 in u ("rk4", `num_steps`, NFE = 4 num_steps) or the adaptive
-Dormand-Prince solver of `diffusion.samplers.solve_rk45` ("rk45"). "NFE" counts evaluations of
+Dormand-Prince solver of `diffusion.ode.solve_rk45` ("rk45"). "NFE" counts evaluations of
 F; each evaluates the denoiser inside one vmapped jvp (prod(dims) tangents for "exact",
 `num_probes` for "hutchinson").
 
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from diffusion.samplers import solve_rk45
+from diffusion.ode import solve_rk45
 
 Array = jax.Array
 
@@ -130,7 +130,7 @@ def log_prob(denoise_fn: Callable, x: Array, *, sigma_min: float = 0.002,
     def rhs(u, state):
         xs, _ = state
         sig = jnp.broadcast_to(jnp.exp(u).astype(dtype), (n,))
-        field = lambda y: y - denoise_fn(y, sig)  # noqa: E731
+        field = lambda y: y - denoise_fn(y, sig)
         if probes is None:
             fx, div = divergence_exact(field, xs)
         else:

@@ -18,7 +18,7 @@ e.g. `jax.grad(lambda p: edm_loss(make_denoiser(raw, p, 'edm'), x0, key).mean())
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import chex
 import jax
@@ -136,23 +136,6 @@ def dsm_loss(score_fn: Callable, x0: Array, key, sde, *, eps: float | None = Non
 # DDPM.
 # --------------------------------------------------------------------------------------------
 
-class DDPMSchedule(NamedTuple):
-    """Discrete DDPM schedule, float64 numpy arrays [num_steps]; index i is the paper's t = i+1."""
-
-    betas: np.ndarray
-    alphas: np.ndarray
-    alphas_bar: np.ndarray
-
-
-def ddpm_schedule(num_steps: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02
-                  ) -> DDPMSchedule:
-    """Ho et al. 2020 (Sec. 4): linear betas from beta_1 to beta_T, alpha_t = 1 - beta_t,
-    alpha_bar_t = prod_{s<=t} alpha_s; built in float64 on the host."""
-    betas = np.linspace(beta_1, beta_T, num_steps, dtype=np.float64)
-    alphas = 1.0 - betas
-    return DDPMSchedule(betas, alphas, np.cumprod(alphas))
-
-
 def ddpm_eps_loss(eps_fn: Callable, x0: Array, key, alphas_bar) -> Array:
     """DDPM simple loss (Ho et al. 2020, Eq. 14 / Algorithm 1), per sample.
 
@@ -164,8 +147,8 @@ def ddpm_eps_loss(eps_fn: Callable, x0: Array, key, alphas_bar) -> Array:
         0-based index into `alphas_bar` (t_idx = i is the paper's t = i + 1).
       x0: clean data [N, *dims].
       key: PRNG key; split as (k_t, k_eps).
-      alphas_bar: [T] cumulative products (`ddpm_schedule(...).alphas_bar`); given as numpy, the
-        square roots are taken in float64 before the cast to x0's dtype.
+      alphas_bar: [T] cumulative products (`schedules.ddpm_schedule(...).alphas_bar`); given
+        as numpy, the square roots are taken in float64 before the cast to x0's dtype.
     Returns:
       [N] per-sample loss (sum over the data dims).
     """
@@ -193,8 +176,8 @@ def ddpm_eps_loss(eps_fn: Callable, x0: Array, key, alphas_bar) -> Array:
 def flow_matching_loss(velocity_fn: Callable, x0: Array, key) -> Array:
     """Conditional flow matching with the linear (rectified-flow / OT) path, per sample.
 
-    Lipman et al. 2023 (Eq. 23 with sigma_min = 0), Liu et al. 2023 (Eq. 1), in the seeds' notes'
-    convention t = 0 data, t = 1 noise:
+    Lipman et al. 2023 (Eq. 23 with sigma_min = 0), Liu et al. 2023 (Eq. 1), with t = 0 data
+    and t = 1 noise:
 
         x_t = (1 - t) x0 + t eps,   target u = dx_t/dt = eps - x0,   t ~ U(0, 1),
         loss = || v(x_t, t) - (eps - x0) ||^2.

@@ -14,6 +14,7 @@ import pytest
 from diffusion import data
 from diffusion import losses
 from diffusion import precond
+from diffusion import schedules
 from diffusion import sde as sde_lib
 
 SIGMAS = np.array([0.002, 0.05, 0.3, 1.0, 4.0, 80.0])
@@ -108,7 +109,7 @@ def test_make_denoiser_composes_coefficients(name):
     denoise = precond.make_denoiser(raw, params, name)
     d = denoise(jnp.asarray(x), jnp.asarray(sig), jnp.asarray(label))
     c = getattr(precond, f"{name}_precond")(sig)
-    b = lambda v: _np(v)[:, None, None]  # noqa: E731
+    b = lambda v: _np(v)[:, None, None]
     f = 0.7 * np.tanh(b(c.c_in) * x) + b(c.c_noise) + label[:, None, None]
     np.testing.assert_allclose(d, b(c.c_skip) * x + b(c.c_out) * f, rtol=2e-5, atol=2e-5)
     # a scalar sigma is broadcast to [N]
@@ -207,7 +208,7 @@ def test_ode_drift_transports_gaussian_marginals(sde):
     """For x0 ~ N(0, c^2): score = -x / v(t), v = m^2 c^2 + std^2; the PF-ODE drift k x must
     satisfy dv/dt = 2 k v, and the reverse-SDE drift is f x - g^2 score."""
     c, h = 3.0, 1e-6
-    v = lambda t: sde.marginal_mean_coeff(t) ** 2 * c ** 2 + sde.marginal_std(t) ** 2  # noqa
+    v = lambda t: sde.marginal_mean_coeff(t) ** 2 * c ** 2 + sde.marginal_std(t) ** 2
     x = jnp.asarray(np.linspace(-2.0, 2.0, 6, dtype=np.float32)[:, None])
     for t in (0.05, 0.4, 0.9):
         score = -x / v(t)
@@ -223,7 +224,7 @@ def test_ode_drift_transports_gaussian_marginals(sde):
 def test_score_from_denoiser_matches_gaussian_score(sde):
     """x0 ~ N(0, c^2): D(y; sigma) = c^2 / (c^2 + sigma^2) y, and p_t = N(0, m^2 c^2 + std^2)."""
     c = 0.8
-    denoise = lambda y, sigma: c ** 2 / (c ** 2 + sigma[:, None] ** 2) * y  # noqa: E731
+    denoise = lambda y, sigma: c ** 2 / (c ** 2 + sigma[:, None] ** 2) * y
     score_fn = sde.score_from_denoiser(denoise)
     x = jnp.asarray(np.linspace(-2.0, 2.0, 5, dtype=np.float32)[:, None])
     # (D - y) / sigma^2 loses float32 digits as sigma -> 0; t >= 0.05 keeps sigma >~ 0.02.
@@ -281,7 +282,7 @@ def test_edm_loss_vs_numpy(jit):
 @pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
 def test_dsm_loss_vs_numpy(sde):
     key = jax.random.key(8)
-    score_fn = lambda x, t: -x * (1.0 + t[:, None])  # noqa: E731
+    score_fn = lambda x, t: -x * (1.0 + t[:, None])
     out = jax.jit(lambda x0, k: losses.dsm_loss(score_fn, x0, k, sde))(jnp.asarray(X0), key)
     k_t, k_z = jax.random.split(key)
     t = _np(jax.random.uniform(k_t, (16,), minval=sde.eps, maxval=1.0))
@@ -295,7 +296,7 @@ def test_dsm_loss_vs_numpy(sde):
 
 
 def test_ddpm_schedule_and_eps_loss_vs_numpy():
-    sched = losses.ddpm_schedule(1000, 1e-4, 0.02)
+    sched = schedules.ddpm_schedule(1000, 1e-4, 0.02)
     assert sched.alphas_bar.dtype == np.float64
     ab, prod = [], 1.0
     for i in range(1000):
@@ -306,7 +307,7 @@ def test_ddpm_schedule_and_eps_loss_vs_numpy():
     np.testing.assert_allclose(sched.betas[[0, -1]], [1e-4, 0.02])
 
     key = jax.random.key(9)
-    eps_fn = lambda x, t: 0.5 * x + 1e-3 * t[:, None].astype(x.dtype)  # noqa: E731
+    eps_fn = lambda x, t: 0.5 * x + 1e-3 * t[:, None].astype(x.dtype)
     out = losses.ddpm_eps_loss(eps_fn, jnp.asarray(X0), key, sched.alphas_bar)
     k_t, k_eps = jax.random.split(key)
     t = np.asarray(jax.random.randint(k_t, (16,), 0, 1000))
@@ -319,7 +320,7 @@ def test_ddpm_schedule_and_eps_loss_vs_numpy():
 
 def test_flow_matching_loss_vs_numpy():
     key = jax.random.key(10)
-    v_fn = lambda x, t: jnp.sin(x) - t[:, None]  # noqa: E731
+    v_fn = lambda x, t: jnp.sin(x) - t[:, None]
     out = losses.flow_matching_loss(v_fn, jnp.asarray(X0), key)
     k_t, k_eps = jax.random.split(key)
     t = _np(jax.random.uniform(k_t, (16,)))[:, None]

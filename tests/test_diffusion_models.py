@@ -1,7 +1,8 @@
-"""Diffusion models (diffusion/models): short training runs learn, vmap == loop over seeds, the
-sampling command restores a checkpoint and writes its table and picture, classifier-free
-guidance at w = 0 is the conditional denoiser, and each model's denoiser view agrees with its
-native parameterization (DDPM's eps network, flow matching's velocity).
+"""Diffusion models (diffusion/models): the algorithm protocol, short training runs learn, vmap
+== loop over seeds, the task as a traced argument, the sampling command restores a checkpoint
+and writes its table and picture, classifier-free guidance at w = 0 is the conditional
+denoiser, and each model's denoiser view agrees with its native parameterization (DDPM's eps
+network, flow matching's velocity).
 """
 import functools
 import json
@@ -15,8 +16,9 @@ import numpy as np
 import pytest
 
 from diffusion import data as data_lib
-from diffusion import inverse, losses, samplers
-from diffusion.models import common, ddpm, edm, flow_matching, ve, vp
+from diffusion import losses, networks, samplers, sampling, schedules
+from diffusion.models import ddpm, edm, flow_matching, ve, vp
+from launch import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"edm": edm, "vp": vp, "ve": ve, "ddpm": ddpm, "flow_matching": flow_matching}
@@ -48,8 +50,49 @@ def _randomize(params, key, scale=0.3):
     """Random parameters (the zero-initialised output layer would make every net F = 0)."""
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [scale * jax.random.normal(k, l.shape, l.dtype)
-                                     for k, l in zip(keys, leaves)])
+    return jax.tree.unflatten(tree, [scale * jax.random.normal(k, leaf.shape, leaf.dtype)
+                                     for k, leaf in zip(keys, leaves)])
+
+
+# ============================================================================ the protocol
+@pytest.mark.parametrize("name", list(MODELS))
+def test_protocol_members(name):
+    """Each model module is a registered algorithm with the documented members; its primary
+    metric is what `evaluate` returns (with the runner's "eval/" prefix)."""
+    algo = registry.get(name)
+    assert algo is MODELS[name]
+    assert algo.TASK_FLAG == "dataset" and algo.DEFAULT_TASK == "moons"
+    assert algo.PRIMARY_METRIC == "eval/sliced_wasserstein"
+    assert registry.optional(algo, "sample") and registry.optional(algo, "artifacts")
+    assert algo.SWEEPABLE == ("lr",)
+    config = _tiny(algo)
+    assert "max_grad_norm" in config and "grad_clip" not in config
+    assert set(sampling.sampler_names(algo.MODEL)) >= set(sampling.SAMPLERS)
+
+
+def test_task_is_a_pytree_of_arrays_that_may_be_traced():
+    """The runner passes the task's arrays as one jit argument: DataTask's leaves are exactly
+    its four arrays, name and class count are static, and init / update / evaluate give the
+    same values (bit for bit) with the task traced as with it closed over."""
+    config = _tiny(edm, batch_size=32)
+    config.net.width, config.net.depth, config.sampler.num_steps = 32, 1, 2
+    config.data.num_train, config.data.num_heldout = 200, 64
+    task = edm.make_task("moons", config)
+    leaves, treedef = jax.tree.flatten(task)
+    assert len(leaves) == 4 and all(isinstance(v, jax.Array) for v in leaves)
+    assert jax.tree.unflatten(treedef, leaves).name == "moons"
+
+    def program(key, t):
+        state = edm.init(key, config, t)
+        state, metrics = jax.lax.scan(lambda s, _: edm.update(s, config, t), state, None,
+                                      length=2)
+        return state.ema_params, metrics, edm.evaluate(state, key, config, t)
+
+    key = jax.random.key(4)
+    traced = jax.jit(program)(key, task)
+    closed = jax.jit(lambda k: program(k, task))(key)
+    for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(closed)):
+        np.testing.assert_array_equal(a, b)
 
 
 # ============================================================================ training learns
@@ -76,13 +119,13 @@ def test_short_training_lowers_loss_and_distance(name):
     config = _tiny(algo)
     task = algo.make_task("moons", config)
     state0 = _init(algo, config, task, jax.random.key(0))
-    net = common.make_network(config)
+    net = networks.make_network(config)
     x_eval = task.heldout
     k_eval = jax.random.key(7)
 
     @jax.jit
     def eval_loss(params):
-        per = algo.MODEL.loss(common.network_fn(net, params), x_eval, k_eval, config)
+        per = algo.MODEL.loss(networks.network_fn(net, params), x_eval, k_eval, config)
         return jnp.mean(per) / x_eval.shape[1]
 
     @jax.jit
@@ -116,7 +159,7 @@ def test_vmap_over_seeds_equals_loop():
     for i in range(2):
         single, m_s = jax.jit(run)(_init(edm, config, task, keys[i]))
         np.testing.assert_allclose(m_b["loss"][i], m_s["loss"], rtol=1e-5, atol=1e-6)
-        for a, b in zip(jax.tree.leaves(common.seed_state(batched, i).ema_params),
+        for a, b in zip(jax.tree.leaves(sampling.seed_state(batched, i).ema_params),
                         jax.tree.leaves(single.ema_params)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -127,12 +170,12 @@ def test_ddpm_denoiser_recovers_the_eps_network_on_trained_levels():
     config = _tiny(ddpm)
     task = ddpm.make_task("moons", config)
     state = _randomized_state(ddpm, config, task)
-    net = common.make_network(config)
+    net = networks.make_network(config)
     ab = ddpm.alphas_bar(config)
     idx = jnp.array([0, 1, 17, 500, 998, 999] * 4, jnp.int32)
     x_t = jax.random.normal(jax.random.key(2), (idx.shape[0], 2))
     eps_d = jax.jit(lambda st: samplers.eps_from_denoiser(
-        common.denoiser(ddpm.MODEL, st, config), ab)(x_t, idx))(state)
+        sampling.denoiser(ddpm.MODEL, st, config), ab)(x_t, idx))(state)
     eps_raw = jax.jit(net.apply)(state.params, x_t, idx.astype(jnp.float32))
     np.testing.assert_allclose(eps_d, eps_raw, rtol=2e-3, atol=2e-4)
 
@@ -142,11 +185,11 @@ def test_flow_matching_denoiser_gives_back_the_velocity():
     config = _tiny(flow_matching)
     task = flow_matching.make_task("moons", config)
     state = _randomized_state(flow_matching, config, task)
-    net = common.make_network(config)
+    net = networks.make_network(config)
     t = jnp.linspace(0.05, 0.95, 16)
     x_t = jax.random.normal(jax.random.key(2), (16, 2))
     v_from_d = jax.jit(lambda st: losses.flow_velocity_from_denoiser(
-        common.denoiser(flow_matching.MODEL, st, config))(x_t, t))(state)
+        sampling.denoiser(flow_matching.MODEL, st, config))(x_t, t))(state)
     v = jax.jit(net.apply)(state.params, x_t, 999.0 * t)
     np.testing.assert_allclose(v_from_d, v, rtol=1e-4, atol=1e-4)
 
@@ -157,8 +200,8 @@ def test_flow_matching_euler_t_is_uniform_time_euler():
     v = losses.flow_velocity_from_denoiser(mix.denoise)
     n_steps, t_max = 8, 80.0 / 81.0
     y0 = 80.0 * jax.random.normal(jax.random.key(0), (64, 2))
-    grid = flow_matching.uniform_t_grid(n_steps, 80.0)
-    y, info = samplers.sample_euler(None, mix.denoise, y0.shape, sigmas=grid, x_init=y0)
+    grid = schedules.flow_sigma_steps(n_steps, 80.0)
+    y, info = samplers.sample_euler(None, mix.denoise, y0.shape, grid, x_init=y0)
     x = y0 / (1.0 + 80.0)  # x_t = (1 - t) y
     ts = t_max * (1.0 - np.arange(n_steps + 1) / n_steps)
     for t, t_next in zip(ts[:-1], ts[1:]):
@@ -168,7 +211,7 @@ def test_flow_matching_euler_t_is_uniform_time_euler():
 
 
 # ============================================================================ CFG
-def test_cfg_weight_zero_is_the_conditional_denoiser():
+def test_cfg_weight_zero_is_the_conditional_denoiser(tmp_path):
     config = _tiny(edm, conditional=True)
     task = edm.make_task("digits", config)
     state = _randomized_state(edm, config, task, scale=0.1)
@@ -180,7 +223,7 @@ def test_cfg_weight_zero_is_the_conditional_denoiser():
 
     @jax.jit
     def outputs(st, w):
-        d = functools.partial(common.denoiser, edm.MODEL, st, config)
+        d = functools.partial(sampling.denoiser, edm.MODEL, st, config)
         return (d(labels=labels)(x, sigma), d()(x, sigma),      # conditional, unconditional
                 d(labels=labels, guidance=w)(x, sigma),          # traced w: the CFG path
                 d(labels=labels, guidance=2.0)(x, sigma))
@@ -196,12 +239,24 @@ def test_cfg_weight_zero_is_the_conditional_denoiser():
     config.batch_size = 32
     state, metrics = jax.jit(lambda s: edm.update(s, config, task))(state)
     assert np.isfinite(float(metrics["loss"]))
-    x, info = jax.jit(lambda s, k: edm.sample(s, config, k, 4, num_steps=3,
-                                              labels=jnp.arange(4, dtype=jnp.int32),
-                                              guidance=1.0))(state, jax.random.key(1))
+    options = dict(num_steps=3, labels=jnp.arange(4, dtype=jnp.int32), guidance=1.0)
+    x, info = jax.jit(lambda s, k: sampling.draw_samples(edm.MODEL, s, k, config, 4, **options))(
+        state, jax.random.key(1))
     assert x.shape == (4, 8, 8, 1) and info["nfe"] == 5 and np.all(np.isfinite(x))
+    x_protocol = jax.jit(lambda s, k: edm.sample(s, k, config, task, 4, **options))(
+        state, jax.random.key(1))
+    np.testing.assert_array_equal(x_protocol, x)
     with pytest.raises(ValueError, match="labeled data"):
         edm.init(jax.random.key(0), config, edm.make_task("moons", config))
+
+    # The after-training report on images: a table and the class-per-row picture.
+    seeds = jax.tree.map(lambda v: v[None], state)
+    written = edm.artifacts(seeds, config, task, str(tmp_path), samplers=["heun"], nfe=(3,),
+                            num_samples=20, guidance=1.0, print_fn=lambda *_: None)
+    assert written == ["sampler_table.json", "samples.png"]
+    table = json.load(open(tmp_path / "sampler_table.json"))
+    assert [(r["sampler"], r["nfe"]) for r in table["rows"]] == [("heun", 3)]
+    assert os.path.getsize(tmp_path / "samples.png") > 1000
 
 
 # ============================================================================ the commands
@@ -236,7 +291,8 @@ def test_sample_workdir_restores_a_run_and_writes_table_and_picture(tmp_path):
     workdir = str(tmp_path / "run")
     task = edm.make_task("moons", config)
     runner.train(edm, config, task, num_seeds=2, workdir=workdir, progress=False,
-                 run_info={"algo": "edm", "env": "moons"}, print_fn=lambda *_: None)
+                 run_info={"algo": "edm", "env": "moons"}, artifacts=False,
+                 print_fn=lambda *_: None)
     lines = []
     table = sample_cmd.sample_workdir(workdir, samplers=["heun", "euler"], nfe=(5,),
                                       seed_index=1, print_fn=lines.append)

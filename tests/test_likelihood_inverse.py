@@ -15,6 +15,7 @@ from diffusion import data
 from diffusion import inverse as I
 from diffusion import likelihood as L
 from diffusion import samplers as S
+from diffusion import schedules as SC
 
 MIX = data.make_gmm([[-1.0, -0.5], [1.0, 0.5], [0.0, 1.2], [0.8, -1.0]],
                     [0.15, 0.3, 0.1, 0.25], [0.3, 0.3, 0.2, 0.2])
@@ -110,7 +111,7 @@ def test_log_prob_gaussian_image_shape():
     """[N, 4, 4, 1] data from N(0, s^2 I): log p_{sigma_min} = log N(x; 0, (s^2 +
     sigma_min^2) I) in closed form; the prior N(0, sigma_max^2) is nearly exact here."""
     s = 0.5
-    gauss = lambda x, sig: x * (s ** 2 / (s ** 2 + sig ** 2))[:, None, None, None]  # noqa: E731
+    gauss = lambda x, sig: x * (s ** 2 / (s ** 2 + sig ** 2))[:, None, None, None]
     x = s * jax.random.normal(jax.random.key(3), (4, 4, 4, 1))
     lp, _ = jax.jit(lambda x: L.log_prob(gauss, x, num_steps=64))(x)
     exact = L.gaussian_prior_logp(x, math.sqrt(s ** 2 + SIGMA_MIN ** 2))
@@ -174,8 +175,8 @@ def test_exact_likelihood_guidance_recovers_posterior():
         r = jnp.asarray(Y, jnp.float32) - x0 @ a.T
         return -0.5 * jnp.einsum("ni,nij,nj->n", r, jnp.linalg.inv(cy), r)
 
-    x, info = jax.jit(lambda k: I.guided_ancestral_sample(k, PRIOR_D, (N_POST, 2), loglik,
-                                                          num_steps=400))(jax.random.key(0))
+    x, info = jax.jit(lambda k: I.guided_ancestral_sample(
+        k, PRIOR_D, (N_POST, 2), loglik, SC.edm_sigma_steps(400)))(jax.random.key(0))
     assert info["nfe"] == 400
     m_hat, c_hat = moments(x)
     np.testing.assert_allclose(m_hat, mu, atol=0.03)
@@ -186,7 +187,7 @@ def test_posterior_denoiser_heun_recovers_posterior():
     """Exact posterior sampling by the posterior's own exact denoiser and Heun (64 steps)."""
     mu, cov = exact_posterior(A_INPAINT, Y, SIGMA_Y)
     x, _ = jax.jit(lambda k: S.sample_heun(k, gaussian_denoiser(mu, cov), (N_POST, 2),
-                                           num_steps=64))(jax.random.key(1))
+                                           SC.edm_sigma_steps(64)))(jax.random.key(1))
     m_hat, c_hat = moments(x)
     np.testing.assert_allclose(m_hat, mu, atol=0.03)
     np.testing.assert_allclose(c_hat, cov, rtol=0.1, atol=0.01)
@@ -226,9 +227,9 @@ def test_dps_gaussian_prior(a, y):
         0.20) vs (0.976, 0.176), variances (0.043, 0.043) vs (0.074, 0.074). Asserted: mean
         within 0.2, variances between 0.35x and 1x the exact ones.
     """
-    sigmas = S.edm_sigma_steps(300)
+    sigmas = SC.edm_sigma_steps(300)
     x, info = jax.jit(lambda k: I.dps_sample(k, PRIOR_D, (N_POST, 2), y, I.matrix_operator(a),
-                                             sigma_y=SIGMA_Y, num_steps=300))(jax.random.key(2))
+                                             sigmas, sigma_y=SIGMA_Y))(jax.random.key(2))
     assert info["nfe"] == 300
     m_hat, c_hat = moments(x)
     m_rec, c_rec = _dps_linear_gaussian_moments(a, y, SIGMA_Y, sigmas)
@@ -246,8 +247,9 @@ def test_denoising_posterior_sample_exact():
     y = np.array([1.0, 0.2])
     mu, cov = exact_posterior(np.eye(2), y, SIGMA_Y)
     ys = jnp.broadcast_to(jnp.asarray(y, jnp.float32), (N_POST, 2))
-    x, info = jax.jit(lambda k: I.denoising_posterior_sample(k, PRIOR_D, ys, sigma_y=SIGMA_Y,
-                                                             num_steps=128))(jax.random.key(3))
+    sigmas = SC.edm_sigma_steps(128, 0.002, SIGMA_Y)      # starts at the measurement's noise
+    x, info = jax.jit(lambda k: I.denoising_posterior_sample(k, PRIOR_D, ys, sigmas))(
+        jax.random.key(3))
     assert info["nfe"] == 128
     m_hat, c_hat = moments(x)
     np.testing.assert_allclose(m_hat, mu, atol=0.02)
@@ -260,8 +262,8 @@ def test_dps_inpainting_mask_and_normalized_step():
     mask = jnp.array([1.0, 0.0])
     y = jnp.array([0.9, 0.0])                       # observe x_1 = 0.9 (unobserved entry 0)
     run = jax.jit(lambda k: I.dps_sample(k, D, (256, 2), y, I.inpainting_operator(mask),
-                                         sigma_y=0.05, zeta=0.3, step_size="normalized",
-                                         num_steps=200)[0])
+                                         SC.edm_sigma_steps(200), sigma_y=0.05, zeta=0.3,
+                                         step_size="normalized")[0])
     a, b = run(jax.random.key(0)), run(jax.random.key(0))
     np.testing.assert_array_equal(a, b)
     assert abs(float(jnp.median(a[:, 0])) - 0.9) < 0.1
@@ -301,7 +303,7 @@ def test_cfg_denoiser():
     # eps-space: eps_w = (1 + w) eps_c - w eps_u with eps = (x - D) / sigma; per-sample w.
     w = jnp.linspace(0.0, 3.0, 16)
     g = I.cfg_denoiser(cond_mix.denoise, MIX.denoise, w)(x, sigma)
-    eps = lambda d: (x - d) / 0.7  # noqa: E731
+    eps = lambda d: (x - d) / 0.7
     np.testing.assert_allclose(
         eps(g), (1 + w[:, None]) * eps(cond_mix.denoise(x, sigma))
         - w[:, None] * eps(MIX.denoise(x, sigma)), atol=1e-5)

@@ -3,6 +3,7 @@
 The mixture, its exact denoiser and the sliced Wasserstein metric come from diffusion/data.py.
 Numbers quoted in comments were measured on the CPU of the development machine (jax 0.10.2).
 """
+import functools
 import math
 
 import jax
@@ -13,7 +14,9 @@ from jax.extend import core as jcore
 
 from diffusion import data
 from diffusion import samplers as S
+from diffusion import schedules as SC
 from diffusion import sde as sdes
+from diffusion.ode import solve_rk45
 
 # A 2-D mixture with unequal weights and widths (stds 0.1 .. 0.3, data scale ~1).
 MIX = data.make_gmm([[-1.0, -0.5], [1.0, 0.5], [0.0, 1.2], [0.8, -1.0]],
@@ -46,7 +49,7 @@ def test_exact_denoiser_is_tweedie():
 # ---------------------------------------------------------------------------------------------
 
 def test_edm_sigma_steps_eq5():
-    s = S.edm_sigma_steps(18, 0.002, 80.0, 7.0)
+    s = SC.edm_sigma_steps(18, 0.002, 80.0, 7.0)
     assert s.dtype == np.float64 and s.shape == (19,)
     # Eq. 5 written as an interpolation in sigma^(1/rho) space.
     w = np.arange(18) / 17.0
@@ -54,16 +57,38 @@ def test_edm_sigma_steps_eq5():
     np.testing.assert_allclose(s[:-1], ref, rtol=1e-13)
     assert s[0] == 80.0 and abs(s[17] - 0.002) < 1e-15 and s[18] == 0.0
     assert np.all(np.diff(s) < 0)
-    np.testing.assert_array_equal(S.edm_sigma_steps(1, 0.002, 80.0), [80.0, 0.0])
+    np.testing.assert_array_equal(SC.edm_sigma_steps(1, 0.002, 80.0), [80.0, 0.0])
+
+
+def test_vp_ve_flow_and_ddpm_sigma_steps():
+    """EDM Table 1's VP and VE time steps, the flow-matching uniform-t grid and DDPM's levels:
+    descending grids ending at 0 with the papers' end points."""
+    vp = SC.vp_sigma_steps(10)
+    t = 1.0 + np.arange(10) / 9.0 * (1e-3 - 1.0)
+    np.testing.assert_allclose(vp[:-1], np.sqrt(np.expm1(0.5 * 19.9 * t ** 2 + 0.1 * t)),
+                               rtol=1e-12)
+    ve = SC.ve_sigma_steps(10, 0.02, 100.0)
+    np.testing.assert_allclose(ve[:-1], 100.0 * (0.02 / 100.0) ** (np.arange(10) / 9.0),
+                               rtol=1e-12)
+    fl = SC.flow_sigma_steps(8, 80.0)
+    np.testing.assert_allclose(fl / (1.0 + fl), (80.0 / 81.0) * (1.0 - np.arange(9) / 8.0),
+                               rtol=1e-12, atol=1e-15)
+    ab = SC.ddpm_schedule(1000).alphas_bar
+    dd = SC.ddpm_sigma_steps(ab, SC.ddpm_timesteps(1000, 10))
+    np.testing.assert_allclose(dd[[0, -2]], np.sqrt((1 - ab[[999, 0]]) / ab[[999, 0]]))
+    for grid in (vp, ve, fl, dd):
+        assert grid.dtype == np.float64 and grid[-1] == 0.0 and np.all(np.diff(grid) < 0)
+    np.testing.assert_array_equal(SC.sde_time_steps(4, 1.0, 1e-3),
+                                  np.linspace(1.0, 1e-3, 5))
 
 
 def test_churn_levels_host_float64():
     """Alg. 2's gamma_i, t_hat and noise std on the host: exactly 0 noise without churn, and
     gamma = min(S_churn / N, sqrt 2 - 1) only inside [S_tmin, S_tmax]."""
-    zero = lambda x, s: x  # noqa: E731  (the schedule does not depend on the denoiser)
-    _, info = S.sample_edm_stochastic(jax.random.key(0), zero, (1, 1), num_steps=10)
+    zero = lambda x, s: x  # the schedule does not depend on the denoiser
+    _, info = S.sample_edm_stochastic(jax.random.key(0), zero, (1, 1), SC.edm_sigma_steps(10))
     assert np.all(info["noise_std"] == 0.0) and np.all(info["t_hat"] == info["sigmas"][:-1])
-    _, info = S.sample_edm_stochastic(jax.random.key(0), zero, (1, 1), num_steps=10,
+    _, info = S.sample_edm_stochastic(jax.random.key(0), zero, (1, 1), SC.edm_sigma_steps(10),
                                       s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
     t = info["sigmas"][:-1]
     inside = (t >= 0.05) & (t <= 50.0)
@@ -73,12 +98,12 @@ def test_churn_levels_host_float64():
 
 
 def test_ddpm_schedule_and_timesteps():
-    ab = S.ddpm_alphas_bar(1000)
+    ab = SC.ddpm_schedule(1000).alphas_bar
     betas = 1e-4 + (0.02 - 1e-4) * np.arange(1000) / 999
     np.testing.assert_allclose(ab, np.exp(np.cumsum(np.log1p(-betas))), rtol=1e-12)
-    ts = S.ddpm_timesteps(1000, 10)
+    ts = SC.ddpm_timesteps(1000, 10)
     assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 10 and np.all(np.diff(ts) < 0)
-    np.testing.assert_array_equal(S.ddpm_timesteps(5, 5), [4, 3, 2, 1, 0])
+    np.testing.assert_array_equal(SC.ddpm_timesteps(5, 5), [4, 3, 2, 1, 0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +133,7 @@ def _loop_heun(x, t_steps, euler_only=False):
 
 def _loop_dpmpp_2m(x, t):
     """Lu et al. 2022 Alg. 2 (DPM-Solver++(2M)) with alpha = 1, sigma = t, lambda = -log t."""
-    lam = lambda s: -np.log(s)  # noqa: E731
+    lam = lambda s: -np.log(s)
     d_old = None
     for i in range(len(t) - 1):
         d = _np_denoise(x, t[i])
@@ -129,10 +154,10 @@ def _loop_dpmpp_2m(x, t):
 @pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m"])
 def test_samplers_match_plain_loops(name):
     n0 = jax.random.normal(jax.random.key(1), (64, 2))
-    t = S.edm_sigma_steps(12)
+    t = SC.edm_sigma_steps(12)
     x0 = 80.0 * np.asarray(n0, np.float64)
     fn = {"euler": S.sample_euler, "heun": S.sample_heun, "dpmpp_2m": S.sample_dpmpp_2m}[name]
-    x, info = jax.jit(lambda: fn(None, D, (64, 2), num_steps=12, x_init=80.0 * n0))()
+    x, info = jax.jit(lambda: fn(None, D, (64, 2), t, x_init=80.0 * n0))()
     ref = (_loop_dpmpp_2m(x0, t) if name == "dpmpp_2m"
            else _loop_heun(x0, t, euler_only=name == "euler"))
     np.testing.assert_allclose(x, ref, atol=2e-4)
@@ -153,25 +178,27 @@ def _counting(fn):
     return wrapped, calls
 
 
-AB = S.ddpm_alphas_bar(1000)
+AB = SC.ddpm_schedule(1000).alphas_bar
 VP = sdes.VPSDE()
 VE = sdes.VESDE()
+E = SC.edm_sigma_steps
+TS = SC.ddpm_timesteps
+SDE_T = SC.sde_time_steps
+K0 = jax.random.key(0)
 
 SAMPLERS = {
-    "euler": lambda f, n: S.sample_euler(jax.random.key(0), f, (8, 2), num_steps=n),
-    "heun": lambda f, n: S.sample_heun(jax.random.key(0), f, (8, 2), num_steps=n),
-    "edm_stochastic": lambda f, n: S.sample_edm_stochastic(
-        jax.random.key(0), f, (8, 2), num_steps=n, s_churn=10.0),
-    "dpmpp_2m": lambda f, n: S.sample_dpmpp_2m(jax.random.key(0), f, (8, 2), num_steps=n),
-    "ancestral": lambda f, n: S.sample_ancestral(jax.random.key(0), f, (8, 2), num_steps=n),
-    "reverse_sde": lambda f, n: S.sample_reverse_sde(
-        jax.random.key(0), VP.score_from_denoiser(f), (8, 2), sde=VP, num_steps=n),
-    "pc": lambda f, n: S.sample_pc(jax.random.key(0), VE.score_from_denoiser(f), (8, 2),
-                                   sde=VE, num_steps=n, n_corrector=2),
-    "ddpm": lambda f, n: S.sample_ddpm(jax.random.key(0), S.eps_from_denoiser(f, AB), (8, 2),
-                                       alphas_bar=AB, num_steps=n),
-    "ddim": lambda f, n: S.sample_ddim(jax.random.key(0), S.eps_from_denoiser(f, AB), (8, 2),
-                                       alphas_bar=AB, num_steps=n, eta=0.5),
+    "euler": lambda f, n: S.sample_euler(K0, f, (8, 2), E(n)),
+    "heun": lambda f, n: S.sample_heun(K0, f, (8, 2), E(n)),
+    "edm_stochastic": lambda f, n: S.sample_edm_stochastic(K0, f, (8, 2), E(n), s_churn=10.0),
+    "dpmpp_2m": lambda f, n: S.sample_dpmpp_2m(K0, f, (8, 2), E(n)),
+    "ancestral": lambda f, n: S.sample_ancestral(K0, f, (8, 2), E(n)),
+    "reverse_sde": lambda f, n: S.sample_reverse_sde(K0, VP.score_from_denoiser(f), (8, 2), VP,
+                                                     SDE_T(n)),
+    "pc": lambda f, n: S.sample_pc(K0, VE.score_from_denoiser(f), (8, 2), VE, SDE_T(n),
+                                   n_corrector=2),
+    "ddpm": lambda f, n: S.sample_ddpm(K0, S.eps_from_denoiser(f, AB), (8, 2), AB, TS(1000, n)),
+    "ddim": lambda f, n: S.sample_ddim(K0, S.eps_from_denoiser(f, AB), (8, 2), AB, TS(1000, n),
+                                       eta=0.5),
 }
 EXPECTED_NFE = {"euler": lambda n: n, "heun": lambda n: 2 * n - 1,
                 "edm_stochastic": lambda n: 2 * n - 1, "dpmpp_2m": lambda n: n,
@@ -218,7 +245,7 @@ def test_program_size_independent_of_steps(name):
     constant arrays differ. So compile time does not grow with the step count."""
     sizes = []
     for n in (10, 100):
-        fn = lambda: SAMPLERS[name](D, n)[0]  # noqa: E731
+        fn = lambda n=n: SAMPLERS[name](D, n)[0]
         closed = jax.make_jaxpr(fn)()
         hlo = jax.jit(fn).lower().as_text()
         sizes.append((_count_eqns(closed.jaxpr), len(hlo.splitlines())))
@@ -259,25 +286,25 @@ def _quality(x, exact_sets):
 QUALITY = {
     # name: (sampler, passes the floor?). Measured ratio q / floor in comments (seeds 7 / 8).
     # Heun, 18 steps = 35 NFE: 1.12 / 1.04.
-    "heun_18steps_35nfe": (lambda k: S.sample_heun(k, D, (N_Q, 2), num_steps=18), True),
+    "heun_18steps_35nfe": (lambda k: S.sample_heun(k, D, (N_Q, 2), E(18)), True),
     # With churn the sampler needs more steps: at 18 steps (S_churn 5 or 20) the ratio
     # measured 1.3 - 2.6 depending on the seed (samples ~5% too spread); at 64 steps (NFE 127)
     # with EDM's ImageNet churn settings 1.10 / 1.04.
     "edm_stochastic_64steps": (lambda k: S.sample_edm_stochastic(
-        k, D, (N_Q, 2), num_steps=64, s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003),
+        k, D, (N_Q, 2), E(64), s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003),
         True),
-    "dpmpp_2m_18steps": (lambda k: S.sample_dpmpp_2m(k, D, (N_Q, 2), num_steps=18), True),
+    "dpmpp_2m_18steps": (lambda k: S.sample_dpmpp_2m(k, D, (N_Q, 2), E(18)), True),
     "vp_reverse_sde_500": (lambda k: S.sample_reverse_sde(
-        k, VP.score_from_denoiser(D), (N_Q, 2), sde=VP, num_steps=500), True),
+        k, VP.score_from_denoiser(D), (N_Q, 2), VP, SDE_T(500)), True),
     # PC: VP with snr 0.16 measured 0.93 / 1.15. (VE with snr 0.16 measured 1.69 / 1.47: in 2-D
     # the batch-averaged Langevin step is too large for the narrow components.)
     "vp_pc_250x2": (lambda k: S.sample_pc(
-        k, VP.score_from_denoiser(D), (N_Q, 2), sde=VP, num_steps=250, snr=0.16), True),
+        k, VP.score_from_denoiser(D), (N_Q, 2), VP, SDE_T(250), snr=0.16), True),
     "ddpm_1000": (lambda k: S.sample_ddpm(
-        k, S.eps_from_denoiser(D, AB), (N_Q, 2), alphas_bar=AB), True),
+        k, S.eps_from_denoiser(D, AB), (N_Q, 2), AB, TS(1000, 1000)), True),
     # negative controls: too few steps must fail the same criterion.
-    "euler_4steps": (lambda k: S.sample_euler(k, D, (N_Q, 2), num_steps=4), False),
-    "heun_4steps": (lambda k: S.sample_heun(k, D, (N_Q, 2), num_steps=4), False),
+    "euler_4steps": (lambda k: S.sample_euler(k, D, (N_Q, 2), E(4)), False),
+    "heun_4steps": (lambda k: S.sample_heun(k, D, (N_Q, 2), E(4)), False),
 }
 _SLOW_QUALITY = {"vp_reverse_sde_500", "vp_pc_250x2", "ddpm_1000"}
 
@@ -310,20 +337,19 @@ def ode_reference():
 def test_rk45_reference_agrees_with_fine_heun(ode_reference):
     """RK45 (rtol = atol = 1e-6, ~210 NFE) vs Heun with 1024 steps: RMS ~8e-6."""
     noise, ref = ode_reference
-    fine, _ = jax.jit(lambda: S.sample_heun(None, D, SHAPE, num_steps=1024,
-                                            x_init=80.0 * noise))()
+    fine, _ = jax.jit(lambda: S.sample_heun(None, D, SHAPE, E(1024), x_init=80.0 * noise))()
     assert rms(fine, ref) < 5e-5
 
 
 def test_rk45_solver_exact_ode():
     """dy/dt = -y + cos t, y(0) = 1 on [0, 5]: y = (e^-t + cos t + sin t) / 2; and backwards."""
-    fn = lambda t, y: {"a": -y["a"] + jnp.cos(t)}  # noqa: E731
-    y, info = jax.jit(lambda: S.solve_rk45(fn, {"a": jnp.ones(3)}, 0.0, 5.0,
-                                           rtol=1e-7, atol=1e-7))()
+    fn = lambda t, y: {"a": -y["a"] + jnp.cos(t)}
+    y, info = jax.jit(lambda: solve_rk45(fn, {"a": jnp.ones(3)}, 0.0, 5.0,
+                                         rtol=1e-7, atol=1e-7))()
     exact = 0.5 * (np.exp(-5.0) + np.cos(5.0) + np.sin(5.0))
     np.testing.assert_allclose(y["a"], exact, atol=2e-6)
     assert bool(info["success"]) and int(info["nfe"]) > 0
-    y2, _ = jax.jit(lambda: S.solve_rk45(lambda t, y: y, jnp.ones(2), 1.0, 0.0))()
+    y2, _ = jax.jit(lambda: solve_rk45(lambda t, y: y, jnp.ones(2), 1.0, 0.0))()
     np.testing.assert_allclose(y2, np.exp(-1.0), rtol=5e-5)
 
 
@@ -338,7 +364,8 @@ def test_convergence_order(name, lo, hi, ode_reference):
     ns = np.array([8, 16, 32, 64])
     errs = []
     for n in ns:
-        x, _ = jax.jit(lambda: fn(None, D, SHAPE, num_steps=int(n), x_init=80.0 * noise))()
+        grid = E(int(n))
+        x, _ = jax.jit(lambda grid=grid: fn(None, D, SHAPE, grid, x_init=80.0 * noise))()
         errs.append(rms(x, ref))
     slope = np.polyfit(np.log(ns), np.log(errs), 1)[0]
     assert lo < slope < hi, (slope, errs)
@@ -362,10 +389,10 @@ def test_ddim_eta0_is_euler_on_sigma_grid_and_matches_ode():
                                            x_init=x_sig, rtol=1e-6, atol=1e-6))()
     errs = {}
     for n in (50, 1000):
-        x, info = jax.jit(lambda: S.sample_ddim(None, eps_fn, SHAPE, alphas_bar=AB,
-                                                num_steps=n, x_init=x_t))()
-        grid = np.concatenate([sig[info["timesteps"]], [0.0]])
-        xe, _ = jax.jit(lambda: S.sample_euler(None, D, SHAPE, sigmas=grid, x_init=x_sig))()
+        ts = TS(1000, n)
+        x, _ = jax.jit(lambda ts=ts: S.sample_ddim(None, eps_fn, SHAPE, AB, ts, x_init=x_t))()
+        grid = SC.ddpm_sigma_steps(AB, ts)
+        xe, _ = jax.jit(lambda grid=grid: S.sample_euler(None, D, SHAPE, grid, x_init=x_sig))()
         np.testing.assert_allclose(x, xe, atol=1e-4)
         errs[n] = rms(x, ref)
     assert errs[1000] < 5e-3
@@ -376,19 +403,18 @@ def test_ddim_eta1_is_ddpm_beta_tilde():
     """DDIM Eq. 12 with eta = 1 is DDPM ancestral sampling with the beta-tilde variance: with
     the same key (same noise draws) the outputs agree (measured: bit-identical)."""
     eps_fn = S.eps_from_denoiser(D, AB)
-    for n in (50,):
-        a, _ = jax.jit(lambda: S.sample_ddim(jax.random.key(3), eps_fn, SHAPE, alphas_bar=AB,
-                                             num_steps=n, eta=1.0))()
-        b, _ = jax.jit(lambda: S.sample_ddpm(jax.random.key(3), eps_fn, SHAPE, alphas_bar=AB,
-                                             num_steps=n, variance="beta_tilde"))()
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    ts = TS(1000, 50)
+    a, _ = jax.jit(lambda: S.sample_ddim(jax.random.key(3), eps_fn, SHAPE, AB, ts, eta=1.0))()
+    b, _ = jax.jit(lambda: S.sample_ddpm(jax.random.key(3), eps_fn, SHAPE, AB, ts,
+                                         variance="beta_tilde"))()
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_eps_from_denoiser_inverts_forward_process():
     """With a denoiser that knows x0 exactly (a single point mass), eps_fn returns the eps
     that produced x_t = sqrt(ab) x0 + sqrt(1 - ab) eps."""
     x0 = jnp.array([[0.3, -0.7]])
-    point = lambda x, s: jnp.broadcast_to(x0, x.shape)  # noqa: E731
+    point = lambda x, s: jnp.broadcast_to(x0, x.shape)
     eps_fn = S.eps_from_denoiser(point, AB)
     eps = jax.random.normal(jax.random.key(0), (5, 2))
     i = jnp.array([0, 10, 200, 600, 999])
@@ -402,27 +428,24 @@ def test_eps_from_denoiser_inverts_forward_process():
 
 def test_edm_stochastic_without_churn_equals_heun():
     key = jax.random.key(5)
-    h, hi = jax.jit(lambda: S.sample_heun(key, D, SHAPE, num_steps=18))()
-    s, si = jax.jit(lambda: S.sample_edm_stochastic(key, D, SHAPE, num_steps=18))()
+    h, hi = jax.jit(lambda: S.sample_heun(key, D, SHAPE, E(18)))()
+    s, si = jax.jit(lambda: S.sample_edm_stochastic(key, D, SHAPE, E(18)))()
 
     assert hi["nfe"] == si["nfe"] == 35
     np.testing.assert_array_equal(np.asarray(h), np.asarray(s))       # bit-for-bit
-    c, _ = jax.jit(lambda: S.sample_edm_stochastic(key, D, SHAPE, num_steps=18,
-                                                   s_churn=10.0))()
+    c, _ = jax.jit(lambda: S.sample_edm_stochastic(key, D, SHAPE, E(18), s_churn=10.0))()
     assert rms(c, h) > 1e-2                                           # churn does something
 
 
 @pytest.mark.parametrize("name", ["edm_stochastic", "ancestral", "reverse_sde", "pc", "ddpm"])
 def test_stochastic_reproducible_from_key(name):
     run = jax.jit(lambda k: {
-        "edm_stochastic": lambda: S.sample_edm_stochastic(k, D, (8, 2), num_steps=6,
-                                                          s_churn=10.0),
-        "ancestral": lambda: S.sample_ancestral(k, D, (8, 2), num_steps=6),
-        "reverse_sde": lambda: S.sample_reverse_sde(k, VP.score_from_denoiser(D), (8, 2),
-                                                    sde=VP, num_steps=6),
-        "pc": lambda: S.sample_pc(k, VE.score_from_denoiser(D), (8, 2), sde=VE, num_steps=6),
-        "ddpm": lambda: S.sample_ddpm(k, S.eps_from_denoiser(D, AB), (8, 2), alphas_bar=AB,
-                                      num_steps=6),
+        "edm_stochastic": lambda: S.sample_edm_stochastic(k, D, (8, 2), E(6), s_churn=10.0),
+        "ancestral": lambda: S.sample_ancestral(k, D, (8, 2), E(6)),
+        "reverse_sde": lambda: S.sample_reverse_sde(k, VP.score_from_denoiser(D), (8, 2), VP,
+                                                    SDE_T(6)),
+        "pc": lambda: S.sample_pc(k, VE.score_from_denoiser(D), (8, 2), VE, SDE_T(6)),
+        "ddpm": lambda: S.sample_ddpm(k, S.eps_from_denoiser(D, AB), (8, 2), AB, TS(1000, 6)),
     }[name]()[0])
     a, b, c = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
     np.testing.assert_array_equal(a, b)
@@ -431,7 +454,7 @@ def test_stochastic_reproducible_from_key(name):
 
 def test_vmap_over_keys_equals_loop():
     keys = jax.random.split(jax.random.key(0), 3)
-    run = lambda k: S.sample_edm_stochastic(k, D, (16, 2), num_steps=8, s_churn=5.0)[0]  # noqa
+    run = lambda k: S.sample_edm_stochastic(k, D, (16, 2), E(8), s_churn=5.0)[0]
     batched = jax.jit(jax.vmap(run))(keys)
     for i in range(3):
         np.testing.assert_allclose(batched[i], jax.jit(run)(keys[i]), atol=1e-5)
@@ -441,8 +464,8 @@ def test_sampler_is_differentiable():
     """Gradient of a sample statistic w.r.t. a parameter the denoiser closes over (a mixture
     shift c: the samples shift by c exactly, so d mean(x) / dc = 1)."""
     def mean_sample(c):
-        den = lambda x, s: D(x - c, s) + c  # noqa: E731
-        x, _ = S.sample_heun(jax.random.key(0), den, (64, 2), num_steps=10)
+        den = lambda x, s: D(x - c, s) + c
+        x, _ = S.sample_heun(jax.random.key(0), den, (64, 2), E(10))
         return jnp.mean(x)
 
     g = jax.jit(jax.grad(mean_sample))(0.3)
@@ -454,10 +477,10 @@ def test_sde_samplers_gaussian_moments():
     exact denoiser reproduce mean and std (2000 samples; tolerances cover MC error ~0.02 and
     the eps = 1e-3 end time; PC with snr 0.16 measured std +1..3% on the narrow coordinate)."""
     m, s = jnp.array([0.5, -1.0]), jnp.array([0.3, 1.0])
-    gauss = lambda x, sig: m + s ** 2 / (s ** 2 + sig[:, None] ** 2) * (x - m)  # noqa: E731
-    for sde, fn, kw in ((VP, S.sample_reverse_sde, dict(num_steps=200)),
-                        (VE, S.sample_pc, dict(num_steps=200, snr=0.16))):
-        score = sde.score_from_denoiser(gauss)
-        x, _ = jax.jit(lambda k: fn(k, score, (2000, 2), sde=sde, **kw))(jax.random.key(0))
+    gauss = lambda x, sig: m + s ** 2 / (s ** 2 + sig[:, None] ** 2) * (x - m)
+    for sde, fn, kw in ((VP, S.sample_reverse_sde, {}), (VE, S.sample_pc, dict(snr=0.16))):
+        run = functools.partial(fn, score_fn=sde.score_from_denoiser(gauss), shape=(2000, 2),
+                                sde=sde, ts=SDE_T(200), **kw)
+        x, _ = jax.jit(run)(jax.random.key(0))
         np.testing.assert_allclose(jnp.mean(x, 0), m, atol=0.05)
         np.testing.assert_allclose(jnp.std(x, 0), s, rtol=0.06)

@@ -7,10 +7,10 @@
     flow_matching  conditional flow matching on the linear path (Lipman et al. 2023; Liu et al.
                    2023)
 
-Every model is a raw network F (`common.MLP`, `common.ConvNet`) wrapped into ONE denoiser view
+Every model is a raw network F (`diffusion.networks`) wrapped into ONE denoiser view
 D(x; sigma) = c_skip x + c_out F(c_in x; c_noise); only the coefficients and the loss differ,
-so every sampler of `diffusion.samplers` serves every model. `common.py` holds everything
-shared: the networks, the training state and the protocol functions (init / update / evaluate /
-make_task / sample); each algorithm module holds its default configuration, its
-preconditioning and its loss.
+so every sampler of `diffusion.samplers` serves every model. A module holds its default
+configuration, its preconditioning and its loss as a `diffusion.protocol.Model`; the protocol
+functions come from `protocol.bind` (training: `diffusion.training`; sampling:
+`diffusion.sampling`; after-training report: `diffusion.report`; data: `diffusion.data`).
 """

@@ -10,10 +10,9 @@ sigma_t = sqrt((1 - ab_t) / ab_t) is x_t / sqrt(ab_t), so
     D(x; sigma) = x - sigma eps_theta(x / sqrt(1 + sigma^2), t(sigma)),
 with t(sigma) the index of the nearest trained level (in log sigma). Exact on the trained
 levels, where `ddpm` (Algorithm 2) and `ddim` (Song, Meng & Ermon 2021) sample it as the
-paper does; Euler / Heun / DPM-Solver++ run on the grid of trained levels at the DDIM
-time steps (so DDIM with eta = 0 equals Euler there). Ho et al. train CIFAR-10 with Adam at lr
-2e-4, batch 128, gradient clipping at 1 and EMA 0.9999; the toys keep the common lr 1e-3,
-batch 256 and EMA 0.999 (5k updates), with the clipping.
+paper does; Euler / Heun / DPM-Solver++ run on the trained levels at the DDIM time steps
+(`schedules.ddpm_sigma_steps`; DDIM with eta = 0 equals Euler there). Ho et al. clip gradients
+at norm 1; lr, batch and EMA are the common toy values (`protocol.base_config`).
 
     python -m launch.run --algo=ddpm --dataset=moons --num_seeds=4
 """
@@ -22,28 +21,25 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion import losses
-from diffusion import precond
-from diffusion import samplers
+from diffusion import data, losses, precond, protocol, schedules
 from diffusion import sde as sde_lib
-from diffusion.models import common
 
-DEFAULT_DATASET = "moons"
-DEFAULT_ENV = None
-REQUIRES = ()
+TASK_FLAG = "dataset"
+DEFAULT_TASK = "moons"
+PRIMARY_METRIC = "eval/sliced_wasserstein"
 SWEEPABLE = ("lr",)
 
 
 def _alphas_bar(T=1000, beta_1=1e-4, beta_T=0.02) -> np.ndarray:
-    return losses.ddpm_schedule(int(T), float(beta_1), float(beta_T)).alphas_bar
+    return schedules.ddpm_schedule(int(T), float(beta_1), float(beta_T)).alphas_bar
 
 
 def default_config():
-    c = common.base_config()
+    c = protocol.base_config()
     c.T = 1000               # Ho et al. 2020, Sec. 4
     c.beta_1 = 1e-4
     c.beta_T = 0.02
-    c.grad_clip = 1.0        # Ho et al.'s training code clips at 1
+    c.max_grad_norm = 1.0    # Ho et al.'s training code clips at 1
     c.net.embedding = "positional"  # the step index 0..T-1 (Ho et al.'s Transformer embedding)
     sig = np.sqrt((1.0 - _alphas_bar()) / _alphas_bar())
     c.sampler.sigma_min = float(sig[0])   # the trained levels: 0.0100 ... 157
@@ -90,15 +86,13 @@ def sde(config):
                          beta_max=float(config.T * config.beta_T))
 
 
-def sigma_grid(config, num_steps):
-    """Trained levels at the DDIM time steps (`samplers.ddpm_timesteps`), then 0."""
-    ts = samplers.ddpm_timesteps(int(config.T), min(int(num_steps), int(config.T)))
-    return np.concatenate([level_sigmas(config)[ts], [0.0]])
+def sigma_steps(config, num_steps):
+    """The trained levels at the DDIM time steps (`schedules.ddpm_timesteps`), then 0."""
+    ts = schedules.ddpm_timesteps(int(config.T), min(int(num_steps), int(config.T)))
+    return schedules.ddpm_sigma_steps(alphas_bar(config), ts)
 
 
-MODEL = common.Model("ddpm", coefficients, loss, sde, sigma_grid=sigma_grid,
-                     alphas_bar=alphas_bar)
-
-
-# The protocol functions (init, update, evaluate, make_task, sample), bound to this model.
-init, update, evaluate, make_task, sample = common.protocol(MODEL)
+MODEL = protocol.Model("ddpm", coefficients, loss, sde, sigma_steps=sigma_steps,
+                       alphas_bar=alphas_bar)
+make_task = data.make_task
+init, update, evaluate, sample, artifacts = protocol.bind(MODEL)

@@ -8,11 +8,9 @@ loss (Eq. 2 / Eq. 8): lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with ln si
 N(P_mean = -1.2, P_std = 1.2) and lambda = (sigma^2 + sd^2) / (sigma sd)^2 (`losses.edm_loss`).
 Sampling: Heun (Alg. 1) on the time steps of Eq. 5 (sigma_min 0.002, sigma_max 80, rho 7),
 18 steps = 35 NFE; `reverse_sde` / `pc` view the model as the VE SDE with sigma(t) on
-[0.002, 80]. Adam lr 1e-3 as EDM's CIFAR-10 runs (Table 7; batch 256 here, 512 there); the toy
-network is `common.MLP` (3 x 128) with the sinusoidal (positional) embedding of c_noise, the
-embedding of EDM's DDPM++ networks (NCSN++'s Fourier features with scale 16,
-`--config.net.embedding=fourier`, did as well here: sliced Wasserstein 0.046 / 0.054 / 0.034
-vs 0.046 / 0.042 / 0.032 after 400 / 800 / 1200 updates; they slow VE down, see ve.py).
+[0.002, 80]. Adam lr 1e-3 as EDM's CIFAR-10 runs (Table 7). The network embeds c_noise
+sinusoidally, as EDM's DDPM++ networks do (`--config.net.embedding=fourier` for NCSN++'s
+Fourier features).
 
     python -m launch.run --algo=edm --dataset=moons --num_seeds=4
 """
@@ -20,19 +18,17 @@ from __future__ import annotations
 
 import functools
 
-from diffusion import losses
-from diffusion import precond
+from diffusion import data, losses, networks, precond, protocol
 from diffusion import sde as sde_lib
-from diffusion.models import common
 
-DEFAULT_DATASET = "moons"
-DEFAULT_ENV = None
-REQUIRES = ()
+TASK_FLAG = "dataset"
+DEFAULT_TASK = "moons"
+PRIMARY_METRIC = "eval/sliced_wasserstein"
 SWEEPABLE = ("lr",)
 
 
 def default_config():
-    c = common.base_config()
+    c = protocol.base_config()
     c.sigma_data = 0.5       # EDM Table 1 (data std; the toys' per-coordinate std is 0.5-0.9)
     c.p_mean = -1.2          # ln sigma ~ N(P_mean, P_std^2) in training (Table 1)
     c.p_std = 1.2
@@ -44,7 +40,7 @@ def coefficients(config):
 
 
 def loss(raw_fn, x0, key, config):
-    d = common.denoiser_from_raw(raw_fn, coefficients(config))
+    d = networks.denoiser_from_raw(raw_fn, coefficients(config))
     return losses.edm_loss(d, x0, key, p_mean=float(config.p_mean), p_std=float(config.p_std),
                            sigma_data=float(config.sigma_data))
 
@@ -54,8 +50,6 @@ def sde(config):
                          sigma_max=float(config.sampler.sigma_max))
 
 
-MODEL = common.Model("edm", coefficients, loss, sde)
-
-
-# The protocol functions (init, update, evaluate, make_task, sample), bound to this model.
-init, update, evaluate, make_task, sample = common.protocol(MODEL)
+MODEL = protocol.Model("edm", coefficients, loss, sde)
+make_task = data.make_task
+init, update, evaluate, sample, artifacts = protocol.bind(MODEL)

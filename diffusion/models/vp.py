@@ -8,8 +8,8 @@ with t(sigma) the VP time of sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 
 Loss: denoising score matching (Song et al. 2021, Eq. 7) with lambda(t) = std(t)^2,
 t ~ U(1e-5, 1) (`losses.dsm_loss` with the score (D - x) / sigma^2 in the SDE's scaling), which
 equals EDM Table 1's VP loss ||D - x0||^2 / sigma^2. Sampling: Heun on the EDM grid over the
-VP range, sigma(1e-3) = 0.0105 to sigma(1) = 152 (EDM Table 1, VP: eps_s = 1e-3); `reverse_sde`
-/ `pc` integrate the VP SDE itself. Gradient clipping at norm 1 as Song et al.'s configs.
+VP range, sigma(1e-3) to sigma(1) (EDM Table 1, VP: eps_s = 1e-3); `reverse_sde` / `pc`
+integrate the VP SDE itself. Gradient clipping at norm 1 as Song et al.'s configs.
 
     python -m launch.run --algo=vp --dataset=moons --num_seeds=4
 """
@@ -17,51 +17,43 @@ from __future__ import annotations
 
 import functools
 
-from diffusion import losses
-from diffusion import precond
+from diffusion import data, losses, networks, precond, protocol
 from diffusion import sde as sde_lib
-from diffusion.models import common
 
-DEFAULT_DATASET = "moons"
-DEFAULT_ENV = None
-REQUIRES = ()
+TASK_FLAG = "dataset"
+DEFAULT_TASK = "moons"
+PRIMARY_METRIC = "eval/sliced_wasserstein"
 SWEEPABLE = ("lr",)
 
 
 def default_config():
-    c = common.base_config()
+    c = protocol.base_config()
     c.beta_min = 0.1         # Song et al. 2021 / EDM Table 1 (beta_d = beta_max - beta_min = 19.9)
     c.beta_max = 20.0
     c.M = 1000               # c_noise = (M - 1) t (EDM Table 1)
-    c.grad_clip = 1.0        # Song et al.'s configs (optim.grad_clip = 1)
+    c.max_grad_norm = 1.0    # Song et al.'s configs clip gradients at norm 1
     c.net.embedding = "positional"  # c_noise in [0, 999]
     c.sampler.sigma_min = float(sde_lib.edm_vp_sigma(1e-3, 19.9, 0.1))
     c.sampler.sigma_max = float(sde_lib.edm_vp_sigma(1.0, 19.9, 0.1))
     return c
 
 
-def _sde(config):
+def sde(config):
     return sde_lib.VPSDE(beta_min=float(config.beta_min), beta_max=float(config.beta_max))
 
 
 def coefficients(config):
-    s = _sde(config)
+    s = sde(config)
     return functools.partial(precond.vp_precond, beta_d=s.beta_d, beta_min=s.beta_min,
                              M=int(config.M))
 
 
 def loss(raw_fn, x0, key, config):
-    s = _sde(config)
-    d = common.denoiser_from_raw(raw_fn, coefficients(config))
+    s = sde(config)
+    d = networks.denoiser_from_raw(raw_fn, coefficients(config))
     return losses.dsm_loss(s.score_from_denoiser(d), x0, key, s)
 
 
-def sde(config):
-    return _sde(config)
-
-
-MODEL = common.Model("vp", coefficients, loss, sde)
-
-
-# The protocol functions (init, update, evaluate, make_task, sample), bound to this model.
-init, update, evaluate, make_task, sample = common.protocol(MODEL)
+MODEL = protocol.Model("vp", coefficients, loss, sde)
+make_task = data.make_task
+init, update, evaluate, sample, artifacts = protocol.bind(MODEL)
