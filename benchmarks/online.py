@@ -12,20 +12,18 @@ state, each ended by `block_until_ready` (only 1 call when the first takes over 
 column says how many). Env steps per update come from the config, as each update's
 docstring defines it: PPO num_envs x num_steps (one rollout), DQN num_envs x num_steps (then
 their gradient steps), SAC num_envs x num_steps (each env step followed by num_envs gradient
-steps). SAC's `init` also takes its `learning_starts` uniform-random warm-up steps; they are not
-part of an update and not counted. SAC's update is `num_steps` env steps each followed by a
-256x256 gradient step (~16 ms on a loaded 2-core CPU), so the config's 250 would make one
-64-seed chunk take minutes: the benchmark sets num_steps=25 (--sac_num_steps; 0 keeps the
-config's), which changes only the length of the update's inner scan, not the cost per env step. DQN masks its gradient steps before `learning_starts` with a
-select (not a cond), so its pre-learning updates cost what learning ones do.
+steps). DQN's and SAC's `init` also take their `learning_starts` uniform-random warm-up steps;
+they are not part of an update and not counted. SAC's update is `num_steps` env steps each
+followed by a 256x256 gradient step, so the config's 250 would make one 64-seed chunk take
+minutes on a CPU: the benchmark sets num_steps=25 (--sac_num_steps; 0 keeps the config's), which
+changes only the length of the update's inner scan, not the cost per env step.
 
 Cost growth is wall(S seeds) / wall(1 seed) for the same K updates: S means perfect
 linear cost (no gain from vmapping), 1 means seeds are free.
 
 PPO is run in the PureJaxRL CartPole shape (4 envs x 128 steps, 4 epochs x 4 minibatches,
 64-64 tanh MLPs); those fields are set explicitly below even though ppo.default_config has them.
-A vmapped PPO deadlocked on this CPU at 16-17 seeds (../shared/STYLE.md): run this under a
-wall-clock `timeout`; rows are printed as they finish.
+Rows are printed as they finish.
 """
 from __future__ import annotations
 
@@ -37,7 +35,6 @@ import time
 
 import jax
 
-import envs
 from algorithms.online import dqn, ppo, sac
 
 # Chunk lengths K (updates per jitted chunk) chosen so a chunk takes ~0.1-5 s on 2 CPU cores
@@ -52,7 +49,7 @@ def ppo_config():
     # PureJaxRL reference shape (purejaxrl/ppo.py CartPole config).
     c.num_envs, c.num_steps = 4, 128
     c.update_epochs, c.num_minibatches = 4, 4
-    c.hidden, c.activation = (64, 64), "tanh"
+    c.hidden_sizes, c.activation = (64, 64), "tanh"
     return c
 
 
@@ -125,12 +122,12 @@ def main():
           "wall = best of n calls; growth = wall(S) / wall(1 seed)")
     pc = ppo_config()
     print(f"# ppo: {pc.num_envs} envs x {pc.num_steps} steps, {pc.update_epochs} epochs x "
-          f"{pc.num_minibatches} minibatches, hidden {tuple(pc.hidden)} {pc.activation}; sac: "
-          f"num_steps {args.sac_num_steps or sac.default_config().num_steps} "
+          f"{pc.num_minibatches} minibatches, hidden {tuple(pc.hidden_sizes)} {pc.activation}; "
+          f"sac: num_steps {args.sac_num_steps or sac.default_config().num_steps} "
           f"(config {sac.default_config().num_steps})")
     header = (f"{'algo':>5} {'env':>12} {'seeds':>6} {'K':>4} {'steps/upd':>9} "
-              f"{'compile s':>10} {'chunk wall s':>13} {'n':>2} {'env steps/s':>12} {'per seed':>10} "
-              f"{'growth':>8}")
+              f"{'compile s':>10} {'chunk wall s':>13} {'n':>2} {'env steps/s':>12} "
+              f"{'per seed':>10} {'growth':>8}")
     print(header)
     sys.stdout.flush()
     for name, algo, env_name, make_config in CASES:
@@ -145,8 +142,7 @@ def main():
         for seeds in seed_counts:
             prefix = f"{name:>5} {env_name:>12} {seeds:>6} {updates:>4} {per_update:>9}"
             try:
-                env, params = envs.make(env_name)
-                task = envs.Task(env, params)
+                task = algo.make_task(env_name, config)
                 compile_s, wall, n = measure(algo, config, task, seeds, updates)
                 if seeds == 1:
                     wall_one = wall
@@ -154,7 +150,7 @@ def main():
                 growth = f"{wall / wall_one:>7.2f}x" if wall_one else f"{'-':>8}"
                 print(f"{prefix} {compile_s:>10.2f} {wall:>13.3f} {n:>2} {sps:>12.4g} "
                       f"{sps / seeds:>10.4g} {growth}")
-            except Exception as e:  # noqa: BLE001 - one failed configuration must not end the table
+            except Exception as e:  # one failed configuration must not end the table
                 print(f"{prefix} ERROR {type(e).__name__}: {str(e).splitlines()[0][:120]}")
             sys.stdout.flush()
     print(f"# {_load()}")

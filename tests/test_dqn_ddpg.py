@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import envs
+from algorithms.core import optim
 from algorithms.core.evaluation import evaluate_episodes
 from algorithms.online import ddpg, dqn
 from launch import registry
@@ -35,7 +36,7 @@ def _tiny_dqn(**overrides):
     c = dqn.default_config()
     c.update(dict(total_timesteps=2_000, num_envs=2, num_steps=8, train_frequency=4,
                   learning_starts=16, batch_size=16, buffer_size=256, target_update_period=16,
-                  exploration_fraction=0.01, hidden=(16,), eval_episodes=2))
+                  exploration_fraction=0.01, hidden_sizes=(16,), eval_episodes=2))
     c.update(overrides)
     return c
 
@@ -43,7 +44,7 @@ def _tiny_dqn(**overrides):
 def _tiny_ddpg(**overrides):
     c = ddpg.default_config()
     c.update(dict(total_timesteps=2_000, num_envs=2, num_steps=4, learning_starts=8,
-                  batch_size=8, buffer_size=128, hidden=(16, 16), eval_episodes=2))
+                  batch_size=8, buffer_size=128, hidden_sizes=(16, 16), eval_episodes=2))
     c.update(overrides)
     return c
 
@@ -114,8 +115,8 @@ def test_schedules_and_target_sync():
     g = jnp.arange(200)
     np.testing.assert_array_equal(np.nonzero(dqn.crosses_period(g, 10, 500))[0], [49, 99, 149, 199])
     online, target = {"w": jnp.ones(3)}, {"w": jnp.zeros(3)}
-    np.testing.assert_allclose(dqn.polyak(online, target, 0.25)["w"], 0.25)
-    np.testing.assert_allclose(dqn.polyak(online, target, 1.0)["w"], 1.0)
+    np.testing.assert_allclose(optim.polyak(online, target, 0.25)["w"], 0.25)
+    np.testing.assert_allclose(optim.polyak(online, target, 1.0)["w"], 1.0)
 
 
 # ---------------------------------------------------------------------------- the replay loop
@@ -139,16 +140,16 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def dqn_setup():
-    # 16 env steps per update = 4 gradient steps of 4 env steps; learning from env step 16;
-    # target copy every 32 env steps, i.e. after gradient steps 7, 15, ...
-    # episodes truncate after 5 steps (test_buffer_...)
+    # init: 16 random env steps (8 vector steps of 2 envs); then 16 env steps per update = 4
+    # gradient steps of 4 env steps; target copy every 32 env steps of learning, i.e. after
+    # gradient steps 7, 15, ...; episodes truncate after 5 steps (test_buffer_...)
     return Setup(dqn, _task("CartPole-v1", max_steps_in_episode=5),
                  _tiny_dqn(learning_starts=16, target_update_period=32))
 
 
 @pytest.fixture(scope="module")
 def ddpg_setup():
-    # 8 env steps per update, one gradient step each; learning from env step 16 (update 2)
+    # init: 16 random env steps; then 8 env steps per update, one gradient step each
     return Setup(ddpg, _task("Pendulum-v1"), _tiny_ddpg(learning_starts=16))
 
 
@@ -159,16 +160,16 @@ def setup(request, dqn_setup, ddpg_setup):
 
 def test_buffer_holds_transitions_and_bootstraps_through_truncation(dqn_setup):
     # dqn_setup's CartPole truncates every episode after 5 steps (the pole does not fall that
-    # fast), 2 envs x 8 steps per update
+    # fast); 2 envs x 8 warm-up steps, then 2 envs x 8 steps per update
     state, _ = dqn_setup.steps(dqn_setup.init(jax.random.key(3)), 2)
     buf = state.buffer
-    assert int(buf.size) == 2 * 2 * 8 and int(buf.position) == 32
-    data = {k: np.asarray(v[:32]) for k, v in buf.data.items()}
-    # stored row order: [update, step, env] flattened
-    obs, next_obs = data["obs"].reshape(16, 2, 4), data["next_obs"].reshape(16, 2, 4)
+    assert int(buf.size) == 16 + 2 * 2 * 8 and int(buf.position) == 48
+    data = {k: np.asarray(v[:48]) for k, v in buf.data.items()}
+    # stored row order: [vector step, env] flattened, warm-up first
+    obs, next_obs = data["obs"].reshape(24, 2, 4), data["next_obs"].reshape(24, 2, 4)
     assert data["terminated"].sum() == 0
     for e in range(2):
-        for t in range(15):
+        for t in range(23):
             if t % 5 != 4:  # mid-episode: s_{t+1} is the next row's s
                 np.testing.assert_array_equal(next_obs[t, e], obs[t + 1, e])
             else:  # truncated, not terminated: next_obs is the final observation, whereas the
@@ -177,13 +178,25 @@ def test_buffer_holds_transitions_and_bootstraps_through_truncation(dqn_setup):
                 assert np.abs(next_obs[t, e] - obs[t, e]).max() < 0.5  # one step on
                 assert not np.array_equal(next_obs[t, e], obs[t + 1, e])
     assert set(np.unique(data["reward"])) == {1.0}
-    assert np.asarray(buf.data["obs"][32:]).sum() == 0  # untouched capacity
+    assert np.asarray(buf.data["obs"][48:]).sum() == 0  # untouched capacity
+
+
+def test_warmup_fills_the_buffer_with_uniform_random_actions(setup):
+    """The one off-policy warm-up (`_offpolicy.random_warmup`): learning_starts env steps of
+    uniform random actions in `init`, nothing learned yet."""
+    state = setup.init(jax.random.key(11))
+    n = setup.config.learning_starts
+    assert int(state.buffer.size) == n and int(state.step) == 0
+    actions = np.asarray(state.buffer.data["action"][:n])
+    if setup.algo is dqn:
+        assert set(np.unique(actions)) == {0, 1}
+    else:
+        assert np.all(np.abs(actions) <= 1.0) and actions.std() > 0.3  # U(-1, 1): std 0.58
 
 
 def test_hard_target_update_every_period(dqn_setup):
     state = dqn_setup.init(jax.random.key(4))
-    s1, m1 = dqn_setup.step(state)  # gradient steps 0-3 (env steps 4..16): no crossing of 32
-    assert float(m1["learning"]) == 1.0
+    s1, _ = dqn_setup.step(state)  # gradient steps 0-3 (env steps 4..16): no crossing of 32
     for a, b in zip(_leaves(s1.target_params), _leaves(state.params)):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(_leaves(s1.params), _leaves(state.params)))
@@ -192,17 +205,13 @@ def test_hard_target_update_every_period(dqn_setup):
         np.testing.assert_array_equal(a, b)
 
 
-def test_no_learning_before_learning_starts(ddpg_setup):
+def test_ddpg_learns_from_the_first_update_with_slow_targets(ddpg_setup):
     state = ddpg_setup.init(jax.random.key(5))
-    s1, m1 = ddpg_setup.step(state)  # env steps 0..8 < 16: random actions, no gradient step
-    assert float(m1["learning"]) == 0.0
-    for field in ("actor_params", "critic_params", "target_actor_params", "actor_opt_state"):
-        for a, b in zip(_leaves(getattr(s1, field)), _leaves(getattr(state, field))):
-            np.testing.assert_array_equal(a, b)
-    s2, m2 = ddpg_setup.step(s1)
-    assert float(m2["learning"]) == 1.0
-    assert not all(np.array_equal(a, b) for a, b in zip(_leaves(s2.actor_params),
-                                                        _leaves(s1.actor_params)))
+    s1, m1 = ddpg_setup.step(state)  # 8 env steps, 8 gradient steps
+    assert float(m1["env_steps"]) == 16 + 8
+    assert not all(np.array_equal(a, b) for a, b in zip(_leaves(s1.actor_params),
+                                                        _leaves(state.actor_params)))
+    s2, _ = ddpg_setup.step(s1)
     # 8 Polyak steps with tau = 0.005: the target critic moved about 4% of the way
     moved = sum(np.abs(a - t).sum() for a, t in zip(_leaves(s2.target_critic_params),
                                                     _leaves(s1.target_critic_params)))
@@ -233,7 +242,6 @@ def test_vmap_over_seeds_equals_loop_and_is_deterministic(setup):
     for a, b in zip(_leaves(v_state), _leaves(again)):
         np.testing.assert_array_equal(a, b)
     assert np.isfinite(np.concatenate([np.ravel(v) for v in v_metrics.values()])).all()
-    assert float(v_metrics["learning"][-1].min()) == 1.0  # gradient steps did happen
 
 
 def test_sweepable_hparams_change_behaviour(setup):
@@ -249,17 +257,32 @@ def test_sweepable_hparams_change_behaviour(setup):
 
 def test_registered_and_minatar_runs():
     assert registry.get("dqn") is dqn and registry.get("ddpg") is ddpg
-    env, _ = envs.make("Pendulum-v1")
     with pytest.raises(ValueError, match="discrete actions"):
-        registry.check_compatible("dqn", dqn, "Pendulum-v1", env)
+        dqn.make_task("Pendulum-v1", dqn.default_config())
     task = _task("Breakout-MinAtar")  # [10, 10, 4] image observations, flattened for the MLP
     config = _tiny_dqn(double=True, loss="huber")
     state, metrics = _run(dqn, config, task, jax.random.key(8), 3)
     assert state.buffer.data["obs"].shape[1:] == (10, 10, 4)
     assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
-    assert float(metrics["learning"][-1]) == 1.0
-    actions = dqn.act(state.params, state.obs, config, task)  # greedy, as in evaluate
+    actions = dqn.act(state, state.obs, config, task)  # greedy, as in evaluate
     assert actions.shape == (2,) and set(np.asarray(actions)) <= {0, 1, 2}
+
+
+def test_act_is_greedy_without_a_key_and_explores_with_one(setup):
+    state, _ = setup.steps(setup.init(jax.random.key(12)), 1)
+    obs = jnp.repeat(state.obs[:1], 256, axis=0)
+    act = jax.jit(lambda s, o, k: setup.algo.act(s, o, setup.config, setup.task, k))
+    greedy = np.asarray(jax.jit(lambda s, o: setup.algo.act(s, o, setup.config, setup.task))(
+        state, obs))
+    explore = np.asarray(act(state, obs, jax.random.key(0)))
+    assert greedy.shape == explore.shape == ((256,) if setup.algo is dqn else (256, 1))
+    assert np.all(greedy == greedy[0])  # deterministic
+    np.testing.assert_array_equal(explore, act(state, obs, jax.random.key(0)))
+    if setup.algo is dqn:  # epsilon-greedy: a random action with probability epsilon
+        assert set(np.unique(explore)) == {0, 1}
+    else:  # mu(s) + N(0, 0.1^2) in [-1, 1], x 2 for Pendulum's torque box [-2, 2]
+        assert np.all(np.abs(explore) <= 2.0)
+        assert 0.1 < float(np.std(explore)) < 0.3
 
 
 # ---------------------------------------------------------------------------- learning
@@ -269,7 +292,7 @@ def test_dqn_cartpole_beats_random():
     config = dqn.default_config()
     config.update(dict(total_timesteps=12_000, num_envs=4, num_steps=8, train_frequency=4,
                        lr=1e-3, learning_starts=500, batch_size=64, target_update_period=100,
-                       exploration_fraction=0.25, hidden=(64, 64)))
+                       exploration_fraction=0.25, hidden_sizes=(64, 64)))
     state, _ = _run(dqn, config, task, jax.random.key(0), int(config.num_updates))
     ev = jax.jit(lambda s: dqn.evaluate(s, jax.random.key(1), config, task))(state)
     assert float(ev["return"]) >= 100.0
@@ -285,7 +308,8 @@ def test_ddpg_pendulum_beats_random():
                                                                maxval=high), 50)
     assert -1500 < float(random["return"]) < -1000
     config = ddpg.default_config()
-    config.update(dict(total_timesteps=5_000, num_steps=10, batch_size=64, hidden=(64, 64)))
+    config.update(dict(total_timesteps=5_000, num_steps=10, batch_size=64,
+                       hidden_sizes=(64, 64)))
     state, _ = _run(ddpg, config, task, jax.random.key(0), int(config.num_updates))
     ev = jax.jit(lambda s: ddpg.evaluate(s, jax.random.key(1), config, task))(state)
     assert float(ev["return"]) >= float(random["return"]) + 300.0

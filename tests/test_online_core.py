@@ -1,12 +1,36 @@
-"""The shared online-RL pieces: env wrappers, the ring replay buffer, GAE and discounted returns."""
+"""The shared online-RL pieces: env wrappers, the ring replay buffer, GAE and discounted returns,
+and the protocol every online algorithm module implements."""
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from gymnax.environments import spaces
 
 import envs
 from algorithms.core import buffer, returns
+from algorithms.online import a2c, ddpg, dqn, ppo, reinforce, sac, td3, trpo
 from envs import wrappers
+from launch import registry
+
+ONLINE = (dqn, ddpg, td3, sac, ppo, a2c, reinforce, trpo)
+
+
+# ---------------------------------------------------------------------------- protocol
+@pytest.mark.parametrize("algo", ONLINE, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_online_modules_implement_the_protocol(algo):
+    registry.check_protocol(algo)
+    assert algo.TASK_FLAG == "env" and algo.PRIMARY_METRIC == "eval/return"
+    assert not hasattr(algo, "DEFAULT_ENV") and not hasattr(algo, "make_act_fn")
+    config = algo.default_config()
+    task = algo.make_task(algo.DEFAULT_TASK, config)
+    assert isinstance(task, envs.Task)
+    assert list(inspect.signature(algo.act).parameters) == ["state", "obs", "config", "task",
+                                                            "key"]
+    assert inspect.signature(algo.act).parameters["key"].default is None
+    assert "hidden_sizes" in config and "hidden" not in config
+    assert set(algo.SWEEPABLE) <= set(config)
 
 
 # ---------------------------------------------------------------------------- wrappers

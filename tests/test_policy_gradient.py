@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import envs
-from algorithms.core import networks
+from algorithms.core import networks, spaces
 from algorithms.core.evaluation import evaluate_episodes
 from algorithms.core.returns import gae
 from algorithms.online import _onpolicy as op
@@ -33,7 +33,7 @@ def pendulum():
 def _tiny(algo, **over):
     c = algo.default_config()
     c.num_envs, c.num_steps, c.eval_episodes = 2, 8, 2
-    c.hidden = (8,)
+    c.hidden_sizes = (8,)
     if algo is trpo:
         c.vf_epochs, c.vf_minibatches = 1, 2
     if algo is reinforce:
@@ -226,6 +226,25 @@ def test_vmap_over_seeds_equals_loop_and_is_deterministic(name):
     again, _ = single(keys[1], _ones(algo))  # same seed -> identical, bit for bit
     for a, b in zip(_leaves(again), _leaves(state)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(ALGOS))
+def test_act_gives_the_mode_without_a_key_and_samples_with_one(name):
+    algo = ALGOS[name]
+    single, _ = _programs(name)
+    state, _ = single(jax.random.key(0), _ones(algo))
+    c = _tiny(algo, normalize_obs=FAST_ENV[name] == "Pendulum-v1")
+    task = envs.Task(*envs.make(FAST_ENV[name]))
+    obs = jnp.repeat(task.env.reset(jax.random.key(1), task.params)[0][None], 512, axis=0)
+    mode = np.asarray(jax.jit(lambda s, o: algo.act(s, o, c, task))(state, obs))
+    sample = np.asarray(jax.jit(lambda s, o, k: algo.act(s, o, c, task, k))(
+        state, obs, jax.random.key(2)))
+    assert np.all(mode == mode[0])
+    if spaces.is_discrete(task.env, task.params):
+        assert mode.shape == sample.shape == (512,) and set(np.unique(sample)) == {0, 1}
+    else:  # the Gaussian's mean and samples around it (std exp(log_std) ~ 1 after 2 updates)
+        assert mode.shape == sample.shape == (512, 1)
+        assert abs(float(sample.mean() - mode[0, 0])) < 0.2 and 0.5 < float(sample.std()) < 2
 
 
 @pytest.mark.parametrize("name", list(ALGOS))

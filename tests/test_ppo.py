@@ -167,7 +167,7 @@ def test_vmap_over_seeds_equals_loop_over_seeds(pendulum):
     vstate, vmetrics = pendulum["vchunk"](pendulum["vinit"](keys))
     for i in range(2):
         state, metrics = pendulum["chunk"](pendulum["init"](keys[i]))
-        one = jax.tree.map(lambda x: x[i], vstate)
+        one = jax.tree.map(lambda x, i=i: x[i], vstate)
         for a, b in zip(_key_free(one), _key_free(state)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         for k in metrics:
@@ -194,6 +194,14 @@ def test_same_seed_same_result(pendulum):
         a, jax.random.key(0))
     assert np.isfinite(float(ev["return"])) and float(ev["return"]) < 0
     assert float(ev["length"]) == 200
+    # act: raw observations in, the mean torque without a key, Gaussian samples with one.
+    config, task = pendulum["config"], pendulum["task"]
+    obs = jnp.tile(jnp.array([[1.0, 0.0, 0.5]]), (512, 1))
+    mode = np.asarray(_fast_jit(lambda s, o: ppo.act(s, o, config, task))(a, obs))
+    sample = np.asarray(_fast_jit(lambda s, o, k: ppo.act(s, o, config, task, k))(
+        a, obs, jax.random.key(1)))
+    assert mode.shape == sample.shape == (512, 1) and np.all(mode == mode[0])
+    assert abs(float(sample.mean() - mode[0, 0])) < 0.2 and 0.5 < float(sample.std()) < 2
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 import envs
 from algorithms.core.evaluation import evaluate_episodes
-from algorithms.core.networks import tanh_gaussian_sample
+from algorithms.core.networks import TanhNormal
 from algorithms.online import sac, td3
 from launch import runner
 
@@ -126,7 +126,8 @@ def test_tanh_gaussian_log_prob_change_of_variables(max_action):
     """log pi(a) = log N(u) - sum log |d a_i / d u_i|, the Jacobian taken by finite differences."""
     mean = jnp.array(RNG.normal(size=(64, 2)), jnp.float32)
     log_std = jnp.array(RNG.uniform(-1.5, 0.5, size=(64, 2)), jnp.float32)
-    action, log_prob = tanh_gaussian_sample(jax.random.key(3), mean, log_std, max_action)
+    action, log_prob = TanhNormal(mean, log_std, max_action).sample_and_log_prob(
+        seed=jax.random.key(3))
     a = np.asarray(action, np.float64) / max_action
     keep = np.all(np.abs(a) < 0.999, axis=1)  # arctanh is ill-conditioned at saturation
     u = np.arctanh(a)
@@ -180,8 +181,8 @@ def runs(request, pendulum):
     again, _ = batched_run(init_states)
     single_run = jax.jit(lambda k: two_updates(algo.init(k, config, pendulum)))
     singles = [single_run(k)[0] for k in (k0, k1)]
-    return dict(algo=algo, init=init_states, batched=batched, metrics=metrics, again=again,
-                singles=singles)
+    return dict(algo=algo, config=config, init=init_states, batched=batched, metrics=metrics,
+                again=again, singles=singles)
 
 
 def _member(tree, i):
@@ -228,6 +229,19 @@ def test_sweepable_leaves_change_behaviour(runs):
         diff = max(float(np.max(np.abs(a - b))) for a, b in
                    zip(_leaves(getattr(base, field)), _leaves(getattr(other, field))))
         assert diff > 1e-4, name
+
+
+def test_act_is_deterministic_without_a_key_and_explores_with_one(runs, pendulum):
+    """act: env actions in Pendulum's torque box [-2, 2]; key=None is what evaluate uses."""
+    algo, config = runs["algo"], runs["config"]
+    state = runs["singles"][0]
+    obs = jnp.repeat(state.obs[:1], 256, axis=0)
+    greedy = np.asarray(jax.jit(lambda s, o: algo.act(s, o, config, pendulum))(state, obs))
+    explore = np.asarray(jax.jit(lambda s, o, k: algo.act(s, o, config, pendulum, k))(
+        state, obs, jax.random.key(0)))
+    assert greedy.shape == explore.shape == (256, 1)
+    assert np.all(greedy == greedy[0]) and np.all(np.abs(explore) <= 2.0)
+    assert float(np.std(explore)) > 0.05  # TD3: 2 x N(0, 0.1^2); SAC: the policy's own spread
 
 
 def test_random_policy_on_pendulum(pendulum):

@@ -1,8 +1,9 @@
 """Evaluation episodes for online and offline agents.
 
 `evaluate_episodes` runs `num_episodes` fresh episodes in parallel with a given action function
-(greedy / deterministic by default at the call site) and returns the mean undiscounted return
-of each episode's FIRST completion (auto-reset episodes after it are ignored). The key is the
+and returns the mean undiscounted return of each episode's FIRST completion (auto-reset
+episodes after it are ignored). `evaluate_act` does so with an algorithm's protocol
+`act(state, obs, config, task)` acting greedily / deterministically (key=None). The key is the
 runner's evaluation key, identical for every training seed, so seeds are compared on the same
 episodes.
 """
@@ -41,3 +42,10 @@ def evaluate_episodes(key: jax.Array, env, env_params, act_fn: Callable, num_epi
             jnp.ones(num_episodes, bool))
     (_, _, ret, length, _), _ = jax.lax.scan(step, init, jax.random.split(k_run, max_steps))
     return {"return": ret.mean(), "length": length.astype(jnp.float32).mean()}
+
+
+def evaluate_act(act: Callable, state, key: jax.Array, config, task) -> dict[str, jax.Array]:
+    """`config.eval_episodes` episodes of `act(state, obs, config, task)` (greedy: no key)."""
+    return evaluate_episodes(key, task.env, task.params,
+                             lambda obs, _: act(state, obs, config, task),
+                             int(config.eval_episodes))

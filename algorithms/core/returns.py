@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 def discounted_returns(rewards: jax.Array, dones: jax.Array, gamma: float,
                        bootstrap: jax.Array | float = 0.0) -> jax.Array:
-    """Reward-to-go G_t = r_t + gamma (1 - done_t) G_{t+1}, G_T = bootstrap (REINFORCE, Williams 1992).
+    """Reward-to-go G_t = r_t + gamma (1 - done_t) G_{t+1}, G_T = bootstrap (REINFORCE,
+    Williams 1992).
 
     Args:
       rewards, dones: [T, ...]. dones_t = 1 cuts the sum after step t.
@@ -61,6 +62,6 @@ def gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, terminate
 
 
 def td_target(reward: jax.Array, discount: jax.Array, next_value: jax.Array) -> jax.Array:
-    """One-step TD target r + discount * v(s'), discount = gamma * (1 - terminated) (Sutton 1988)."""
+    """One-step TD target r + discount * v(s'), discount = gamma (1 - terminated) (Sutton 1988)."""
     chex.assert_equal_shape([reward, discount, next_value])
     return reward + discount * next_value

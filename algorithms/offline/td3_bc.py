@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
-from algorithms.core import optim
+from algorithms.core import config_rules, optim
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, QNet
 from algorithms.offline import common
 from algorithms.online.td3 import critic_update
@@ -47,6 +47,24 @@ DEFAULT_TASK = common.DEFAULT_TASK
 PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr", "tau", "alpha")
 make_task = common.make_task
+CONFIG_RULES = {**common.CONFIG_RULES,
+                "alpha": config_rules.non_negative,  # 0: no BC term (Eq. 3)
+                "policy_noise": config_rules.non_negative,
+                "noise_clip": config_rules.non_negative,
+                "policy_delay": config_rules.count}
+
+
+def _whole_blocks(config):
+    """An update runs whole blocks of `policy_delay` critic steps and one actor step."""
+    steps, delay = config.steps_per_update, config.policy_delay
+    if steps % delay:
+        return (f"config.steps_per_update={steps} is not allowed: it must be a multiple of "
+                f"config.policy_delay={delay} (each update runs whole blocks of policy_delay "
+                "critic steps and one actor step)")
+    return None
+
+
+CONFIG_CHECKS = (_whole_blocks,)
 
 
 # ---------------------------------------------------------------------------- losses

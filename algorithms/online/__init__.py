@@ -1,1 +1,1 @@
-"""Online deep-RL algorithms (issue 3): one file of pure functions per algorithm."""
+"""Online deep-RL algorithms: one file of pure functions per algorithm."""

@@ -1,32 +1,38 @@
-"""On-policy pieces shared by REINFORCE, A2C and TRPO: networks, batched rollouts, evaluation.
+"""On-policy pieces shared by PPO, REINFORCE, A2C and TRPO: networks, batched rollouts, acting.
 
-Private to those three modules (the registry skips files starting with `_`). A rollout is
-`num_steps` steps of the `num_envs` vectorized environments (envs.wrappers.make_vec_env), stored
-time-major ([T, N, ...]). `next_obs[t]` is the observation after step t: the true final
-observation when the episode ended at t (gymnax auto-resets; `info["final_observation"]`), so a
-truncated episode can bootstrap from V(final observation) while `terminated` cuts it.
+Private to those modules (the registry skips files starting with `_`). A rollout is `num_steps`
+steps of the `num_envs` vectorized environments (envs.wrappers.make_vec_env, with running
+observation normalization when `config.normalize_obs`), stored time-major ([T, N, ...]).
+`next_obs[t]` is the observation after step t: the true final observation when the episode
+ended at t (gymnax auto-resets; `info["final_observation"]`), so a truncated episode can
+bootstrap from V(final observation) while `terminated` cuts it.
+
+Discrete action spaces get a `CategoricalPolicy`, Box spaces a `GaussianPolicy` over the
+flattened action (state-independent log std) acting in the environment's units; its samples
+are stored and scored unclipped, and the environment wrapper clips them to the box.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
-from gymnax.environments import spaces
+from gymnax.environments import spaces as gym_spaces
 
-from algorithms.core import networks
-from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core import networks, spaces
 from envs import wrappers
+
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
 
 @struct.dataclass
 class Rollout:
     """One batch of on-policy experience, leaves [T, N, ...]."""
-    obs: jax.Array  # s_t (normalized if the env normalizes)
-    actions: jax.Array  # a_t
+    obs: jax.Array  # s_t, flattened (normalized if the env normalizes)
+    actions: jax.Array  # a_t ([T, N] Discrete, [T, N, A] Box, flattened)
     log_probs: jax.Array  # log pi_old(a_t | s_t) of the behaviour policy
     rewards: jax.Array  # r_t (float32)
     terminated: jax.Array  # bool: s_{t+1} is terminal (no bootstrap)
@@ -35,28 +41,23 @@ class Rollout:
     next_obs: jax.Array  # s_{t+1}, the final observation when dones[t]
 
 
-def is_discrete(task) -> bool:
-    return isinstance(task.env.action_space(task.params), spaces.Discrete)
-
-
-def obs_ndim(task) -> int:
-    return len(task.env.observation_space(task.params).shape)
-
-
 def flat_obs(obs: jax.Array, task) -> jax.Array:
     """Observations as float vectors (MinAtar images flattened)."""
-    return networks.flatten_obs(obs, obs_ndim(task))
+    return networks.flatten_obs(obs, spaces.obs_ndim(task.env, task.params))
 
 
 def build_networks(config, task) -> tuple[nn.Module, nn.Module]:
-    """(policy, value): CategoricalPolicy for Discrete actions, GaussianPolicy for Box."""
-    hidden = tuple(config.hidden)
-    act = {"tanh": nn.tanh, "relu": nn.relu}[config.activation]
+    """(policy, value) with `config.hidden_sizes` and `config.activation`."""
+    hidden = tuple(config.hidden_sizes)
+    act = ACTIVATIONS[config.activation]
     space = task.env.action_space(task.params)
-    if isinstance(space, spaces.Discrete):
+    if isinstance(space, gym_spaces.Discrete):
         policy = networks.CategoricalPolicy(hidden, int(space.n), act)
+    elif isinstance(space, gym_spaces.Box):
+        policy = networks.GaussianPolicy(hidden, math.prod(int(d) for d in space.shape), act)
     else:
-        policy = networks.GaussianPolicy(hidden, int(space.shape[0]), act)
+        raise ValueError(f"on-policy algorithms support Discrete and Box action spaces, "
+                         f"not {type(space).__name__}")
     return policy, networks.ValueNet(hidden, act)
 
 
@@ -65,32 +66,21 @@ def make_env(config, task):
                                  bool(config.get("normalize_obs", False)))
 
 
-def init_networks(key, config, task):
+def init_networks(k_policy, k_value, k_env, config, task):
     """(policy, value, policy_params, value_params, env, env_state, obs) for a fresh seed."""
     policy, value = build_networks(config, task)
-    k_pi, k_v, k_env = jax.random.split(key, 3)
     env = make_env(config, task)
     obs, env_state = env.reset(k_env, task.params)
     x = flat_obs(obs, task)
-    return (policy, value, policy.init(k_pi, x), value.init(k_v, x), env, env_state, obs)
+    return (policy, value, policy.init(k_policy, x), value.init(k_value, x), env, env_state, obs)
 
 
-def with_learning_rate(opt_state, lr):
-    """An `optax.inject_hyperparams` state with its learning rate replaced (a traced leaf)."""
-    hp = dict(opt_state.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, hp["learning_rate"].dtype)
-    return opt_state._replace(hyperparams=hp)
-
-
-def adam(config, lr, max_grad_norm: float | None = None) -> optax.GradientTransformation:
-    """Adam with an injectable learning rate, optionally after global-norm clipping."""
-
-    def make(learning_rate):
-        adam_ = optax.adam(learning_rate, eps=float(config.get("adam_eps", 1e-5)))
-        return adam_ if max_grad_norm is None else optax.chain(
-            optax.clip_by_global_norm(max_grad_norm), adam_)
-
-    return optax.inject_hyperparams(make)(learning_rate=lr)
+def env_action(action: jax.Array, task) -> jax.Array:
+    """A batch of policy outputs [B] or [B, A] in the action space's shape."""
+    space = task.env.action_space(task.params)
+    if isinstance(space, gym_spaces.Discrete):
+        return action
+    return action.reshape(action.shape[:1] + tuple(space.shape))
 
 
 def collect(key, env, env_params, env_state, obs, act_fn: Callable, num_steps: int, task):
@@ -105,13 +95,11 @@ def collect(key, env, env_params, env_state, obs, act_fn: Callable, num_steps: i
         x = flat_obs(obs, task)
         action, log_prob = act_fn(x, k_act)
         next_obs, env_state, reward, terminated, truncated, info = env.step(
-            k_env, env_state, action, env_params)
-        done = terminated | truncated
-        final = jnp.where(done.reshape(done.shape + (1,) * (next_obs.ndim - 1)),
-                          info["final_observation"], next_obs)
+            k_env, env_state, env_action(action, task), env_params)
         tr = Rollout(obs=x, actions=action, log_probs=log_prob,
                      rewards=reward.astype(jnp.float32), terminated=terminated,
-                     truncated=truncated, dones=done, next_obs=flat_obs(final, task))
+                     truncated=truncated, dones=terminated | truncated,
+                     next_obs=flat_obs(info["final_observation"], task))
         stats = {k: info[k] for k in ("last_episode_return", "last_episode_length",
                                       "episode_done")}
         return (env_state, next_obs), (tr, stats)
@@ -121,11 +109,15 @@ def collect(key, env, env_params, env_state, obs, act_fn: Callable, num_steps: i
     return env_state, obs, batch, wrappers.episode_metrics(stats)
 
 
+def flatten_time(x: jax.Array) -> jax.Array:
+    """[T, N, ...] -> [T * N, ...]."""
+    return x.reshape((-1,) + x.shape[2:])
+
+
 def sample_fn(policy: nn.Module, params) -> Callable:
+    """act_fn for `collect`: a sample of pi(.|s) and its log-probability."""
     def act(x, key):
-        dist = policy.apply(params, x)
-        action, log_prob = dist.sample_and_log_prob(seed=key)
-        return action, log_prob
+        return policy.apply(params, x).sample_and_log_prob(seed=key)
     return act
 
 
@@ -136,13 +128,10 @@ def obs_normalizer(env_state) -> Callable[[jax.Array], jax.Array]:
     return lambda x: x
 
 
-def evaluate_policy(policy: nn.Module, params, env_state: Any, key, config, task):
-    """Greedy (mode) actions on fresh episodes: argmax for Categorical, the mean for Gaussian."""
-    normalize = obs_normalizer(env_state)
-
-    def act(obs, _):
-        x = flat_obs(normalize(obs.astype(jnp.float32)), task)
-        return policy.apply(params, x).mode()
-
-    env = wrappers.ClipAction(task.env)
-    return evaluate_episodes(key, env, task.params, act, int(config.eval_episodes))
+def act(policy: nn.Module, params, env_state, obs: jax.Array, task, key=None) -> jax.Array:
+    """Env actions for raw observations obs [B, *obs_shape], normalized with the training
+    env's running statistics: the mode (argmax / mean) with key None, else a sample."""
+    x = flat_obs(obs_normalizer(env_state)(obs.astype(jnp.float32)), task)
+    dist = policy.apply(params, x)
+    a = dist.mode() if key is None else dist.sample_and_log_prob(seed=key)[0]
+    return env_action(a, task)

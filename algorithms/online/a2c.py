@@ -21,9 +21,6 @@ V(final observation).
 Defaults follow the paper where it speaks (t_max = 5, gamma = 0.99, entropy beta = 0.01,
 RMSProp with decay 0.99 shared statistics) and OpenAI Baselines' A2C for the rest (lr 7e-4,
 RMSProp eps 1e-5, value coefficient 0.5, gradient-norm clip 0.5); `optimizer="adam"` switches.
-
-Run: python -m launch.run --algo=a2c --num_seeds=8 --config.total_timesteps=500000
-(CartPole-v1: final greedy eval return 500 [500, 500] over 8 seeds, 12500 updates.)
 """
 from __future__ import annotations
 
@@ -36,12 +33,20 @@ import ml_collections
 import optax
 from flax import struct
 
+from algorithms.core import optim, tasks
+from algorithms.core.evaluation import evaluate_act
 from algorithms.core.returns import gae
 from algorithms.online import _onpolicy as op
 
-DEFAULT_ENV = "CartPole-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "CartPole-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ()  # discrete (Categorical) and continuous (Gaussian) actions
 SWEEPABLE = ("lr", "ent_coef", "vf_coef")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 def a2c_loss(log_probs: jax.Array, advantages: jax.Array, values: jax.Array, returns: jax.Array,
@@ -102,35 +107,26 @@ def default_config() -> ml_collections.ConfigDict:
     c.adam_eps = 1e-5
     c.vf_coef = 0.5
     c.ent_coef = 0.01  # beta (Mnih et al. 2016)
-    c.max_grad_norm = 0.5  # <= 0: no clipping
+    c.max_grad_norm = 0.5  # 0: no clipping
     c.normalize_advantages = False
-    c.hidden = (64, 64)
+    c.hidden_sizes = (64, 64)
     c.activation = "tanh"
     c.normalize_obs = False
     return c
 
 
-def _optimizer(config, lr):
-    clip = float(config.max_grad_norm)
-
-    def make(learning_rate):
-        if config.optimizer == "rmsprop":
-            opt = optax.rmsprop(learning_rate, decay=float(config.rmsprop_decay),
-                                eps=float(config.rmsprop_eps), eps_in_sqrt=True)
-        elif config.optimizer == "adam":
-            opt = optax.adam(learning_rate, eps=float(config.adam_eps))
-        else:
-            raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {config.optimizer!r}")
-        return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
-
-    return optax.inject_hyperparams(make)(learning_rate=lr)
+def _optimizer(config):
+    """RMSProp (the paper's) or Adam, after global-norm clipping when max_grad_norm > 0."""
+    return optim.optimizer(config.lr, kind=config.optimizer, eps=config.adam_eps,
+                           max_grad_norm=config.max_grad_norm,
+                           rmsprop_decay=config.rmsprop_decay, rmsprop_eps=config.rmsprop_eps)
 
 
 def init(key, config, task) -> State:
     k_net, k_state = jax.random.split(key)
-    _, _, pp, vp, _, env_state, obs = op.init_networks(k_net, config, task)
+    _, _, pp, vp, _, env_state, obs = op.init_networks(*jax.random.split(k_net, 3), config, task)
     params = {"policy": pp, "value": vp}
-    return State(params=params, opt_state=_optimizer(config, config.lr).init(params),
+    return State(params=params, opt_state=_optimizer(config).init(params),
                  env_state=env_state, obs=obs, key=k_state, step=jnp.int32(0),
                  hparams={k: jnp.float32(config[k]) for k in SWEEPABLE})
 
@@ -148,8 +144,8 @@ def update(state: State, config, task):
     next_values = value.apply(vp, batch.next_obs)  # V(s_{t+1}); V(final obs) at episode ends
     advantages, returns = gae(batch.rewards, values, next_values, batch.terminated, batch.dones,
                               config.gamma, config.gae_lambda)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-    obs_b, act_b, adv_b, ret_b = map(flat, (batch.obs, batch.actions, advantages, returns))
+    obs_b, act_b, adv_b, ret_b = map(op.flatten_time, (batch.obs, batch.actions, advantages,
+                                                       returns))
     if config.normalize_advantages:
         adv_b = (adv_b - adv_b.mean()) / (adv_b.std() + 1e-8)
 
@@ -162,10 +158,8 @@ def update(state: State, config, task):
         return total.mean(), {k: p.mean() for k, p in parts.items()}
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    tx = _optimizer(config, config.lr)
-    opt_state = op.with_learning_rate(state.opt_state, state.hparams["lr"])
-    updates, opt_state = tx.update(grads, opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = optim.apply_updates(_optimizer(config), state.opt_state, state.params,
+                                            grads, state.hparams["lr"])
 
     metrics = {**metrics, "loss": loss, "policy_loss": parts["policy"],
                "value_loss": parts["value"], "entropy": parts["entropy"],
@@ -175,7 +169,12 @@ def update(state: State, config, task):
     return new, metrics
 
 
-def evaluate(state: State, key, config, task):
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions for raw observations [B, *obs_shape]: the policy's mode, or a sample."""
     policy, _ = op.build_networks(config, task)
-    return op.evaluate_policy(policy, state.params["policy"], state.env_state, key, config,
-                              task)
+    return op.act(policy, state.params["policy"], state.env_state, obs, task, key)
+
+
+def evaluate(state: State, key, config, task):
+    """Mean undiscounted return of greedy (mode-action) episodes."""
+    return evaluate_act(act, state, key, config, task)

@@ -7,27 +7,24 @@ r"""Deep deterministic policy gradient (Lillicrap et al. 2016, ICLR, Algorithm 1
              DESCENT on -Q(s_i, mu(s_i))
     targets: theta' <- tau theta + (1 - tau) theta'      (both networks, every gradient step)
     acting:  a = clip(mu(s) + N(0, sigma^2), -1, 1) in normalised units; uniform random actions
-             for the first `learning_starts` env steps
+             for the first `learning_starts` env steps (taken in `init`, as TD3 and SAC do)
 
 Settings of the TD3 paper's re-tuned "Our DDPG" (Fujimoto et al. 2018, Sec. 6.1 and Table 3):
 Gaussian exploration N(0, 0.1 max_action) instead of the original Ornstein-Uhlenbeck noise,
 Adam 1e-3 for actor and critic, batch 100, tau 0.005, no critic weight decay, 1000 initial
 random steps, one gradient step per env step; the critic takes [s, a] at its input layer.
 One deviation: 128-128 ReLU networks instead of the paper's 400-300
-(`--config.hidden='(400, 300)'` restores them). Pendulum (3-d observations, 1-d actions) does
-not need more, and on a 2-core CPU the 400-300 networks made an 8-seed 5e4-step run ~15x
-slower (about 110 ms vs 6 ms per vmapped update).
+(`--config.hidden_sizes='(400, 300)'` restores them).
 
 Actions are kept in normalised units a in [-1, 1]^d everywhere (policy output, noise, replay,
-critic input) and mapped to the env's Box [low, high] only when stepping:
-    env_action = low + (a + 1) (high - low) / 2,
-so "sigma = 0.1 max_action" is sigma = 0.1 here, and asymmetric bounds work as well.
+critic input) and mapped to the env's Box only when stepping, env_action = center + scale * a
+(`algorithms.core.spaces`), so "sigma = 0.1 max_action" is sigma = 0.1 here, and asymmetric
+bounds work as well.
 
 Structure of one `update` (the same off-policy loop as dqn.py):
     1. collect num_envs x num_steps env steps (lax.scan) and write them into the ring buffer;
     2. G = num_envs * num_steps // train_frequency gradient steps (lax.scan), each: critic step,
-       actor step on the updated critic, Polyak target update; all masked out (parameters
-       unchanged) until `learning_starts` env steps have been collected.
+       actor step on the updated critic, Polyak target update.
 Episodes end on terminated | truncated; the buffer stores next_obs = info["final_observation"]
 and `terminated` only, so targets bootstrap through truncation (Pendulum only truncates).
 """
@@ -39,20 +36,25 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import struct
 
 from algorithms.core import buffer as replay
-from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core import optim, spaces, tasks
+from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import DeterministicPolicy, QNet, flatten_obs
 from algorithms.core.returns import td_target
 from algorithms.online import _offpolicy as off
-from algorithms.online._offpolicy import polyak, select, strong_types
 from envs.wrappers import episode_metrics
 
-DEFAULT_ENV = "Pendulum-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "Pendulum-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ("continuous_actions",)
 SWEEPABLE = ("actor_lr", "critic_lr", "gamma", "tau", "exploration_noise")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 # ---------------------------------------------------------------------------- public losses
@@ -94,10 +96,12 @@ def ddpg_targets(q_next_target: jax.Array, rewards: jax.Array,
 # ---------------------------------------------------------------------------- config & state
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.total_timesteps = 50_000  # env steps (all envs together)
+    c.total_timesteps = 50_000  # env steps (all envs together), warm-up included
     c.num_envs = 1  # as in the paper: one env, one gradient step per env step
     c.num_steps = 1  # vector steps per `update`
-    c.num_updates = c.get_ref("total_timesteps") // (c.get_ref("num_envs") * c.get_ref("num_steps"))
+    c.learning_starts = 1000  # env steps of uniform random actions before the first update
+    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
+                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
     c.log_every = 1000  # updates per jitted chunk
     c.eval_every = 5000  # updates between evaluations
     c.eval_episodes = 10  # deterministic evaluation episodes (no exploration noise)
@@ -108,9 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.exploration_noise = 0.1  # std of the Gaussian action noise, in units of max_action
     c.buffer_size = 100_000  # >= total_timesteps: the same as the paper's 1e6 for these runs
     c.batch_size = 100
-    c.learning_starts = 1000  # uniform random actions and no gradient steps before this
     c.train_frequency = 1  # env steps per gradient step
-    c.hidden = (128, 128)  # ReLU MLPs for actor and critic (paper: (400, 300); see module doc)
+    c.hidden_sizes = (128, 128)  # ReLU MLPs for actor and critic (paper: (400, 300))
     return c
 
 
@@ -122,81 +125,68 @@ class State:
     target_critic_params: Any
     actor_opt_state: Any
     critic_opt_state: Any
-    buffer: replay.Buffer
+    buffer: replay.Buffer  # obs, action (in [-1, 1]), reward, next_obs, terminated
     env_state: Any
-    obs: jax.Array  # [num_envs, obs_dim]
+    obs: jax.Array  # [num_envs, obs_dim] flattened last observation
     key: jax.Array  # typed key
     step: jax.Array  # int32, updates done
     hparams: dict  # SWEEPABLE values (float32 scalars), read by update
 
 
-def _action_bounds(task):
-    space = task.env.action_space(task.params)
-    return jnp.asarray(space.low, jnp.float32), jnp.asarray(space.high, jnp.float32), \
-        int(space.shape[0]) if space.shape else 1
-
-
-def to_env_action(a: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
-    """Normalised a in [-1, 1] -> the env's box [low, high]."""
-    return low + (a + 1.0) * 0.5 * (high - low)
+def _optimizer(learning_rate):
+    return optim.optimizer(learning_rate, inject_all=True)
 
 
 def _networks(config, task):
-    _, _, action_dim = _action_bounds(task)
-    return (DeterministicPolicy(tuple(config.hidden), action_dim, max_action=1.0),
-            QNet(tuple(config.hidden)))
-
-
-def _optimizer(lr):
-    return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+    action_dim = spaces.num_actions(task.env, task.params)
+    return (DeterministicPolicy(tuple(config.hidden_sizes), action_dim, max_action=1.0),
+            QNet(tuple(config.hidden_sizes)))
 
 
 def init(key, config, task) -> State:
-    k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+    k_actor, k_critic, k_env, k_warm, key = jax.random.split(key, 5)
     actor, critic = _networks(config, task)
-    _, _, action_dim = _action_bounds(task)
-    obs, env_state = off.vec_env(config, task).reset(k_env, task.params)
-    flat = flatten_obs(obs, off.obs_ndim(task))
-    actor_params = actor.init(k_actor, flat[:1])
-    critic_params = critic.init(k_critic, flat[:1], jnp.zeros((1, action_dim)))
+    action_dim = spaces.num_actions(task.env, task.params)
+    env = off.vec_env(config, task)
+    obs, env_state = env.reset(k_env, task.params)
+    obs = flatten_obs(obs, spaces.obs_ndim(task.env, task.params))
+    actor_params = actor.init(k_actor, obs[:1])
+    critic_params = critic.init(k_critic, obs[:1], jnp.zeros((1, action_dim)))
+    buffer = replay.buffer_init(off.replay_example(obs[0], jnp.zeros(action_dim)),
+                                config.buffer_size)
+    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm)
     hparams = {name: jnp.float32(config[name]) for name in SWEEPABLE}
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_actor_params=actor_params, target_critic_params=critic_params,
                  actor_opt_state=_optimizer(config.actor_lr).init(actor_params),
                  critic_opt_state=_optimizer(config.critic_lr).init(critic_params),
-                 buffer=replay.buffer_init(off.replay_example(flat[0], jnp.zeros(action_dim)),
-                                                 config.buffer_size),
-                 env_state=strong_types(env_state), obs=obs, key=key, step=jnp.int32(0),
+                 buffer=buffer, env_state=env_state, obs=obs, key=key, step=jnp.int32(0),
                  hparams=hparams)
 
 
-def _collect(state: State, config, task, key):
-    """num_steps noisy-policy vector steps (uniform random before learning_starts)."""
+def _behaviour(state: State, obs, config, task, key) -> jax.Array:
+    """clip(mu(s) + N(0, exploration_noise^2), -1, 1), normalised actions [B, A]."""
     actor, _ = _networks(config, task)
-    env, n, obs_ndim = off.vec_env(config, task), config.num_envs, off.obs_ndim(task)
-    low, high, action_dim = _action_bounds(task)
-    steps_before = state.step * (n * config.num_steps)
+    return off.gaussian_exploration(actor.apply(state.actor_params, obs),
+                                    state.hparams["exploration_noise"], key)
 
-    def env_step(carry, inputs):
+
+def _collect(state: State, config, task, key):
+    """num_steps vector steps of the exploration policy; returns (env_state, obs,
+    transitions [T*N], stats)."""
+    env = off.vec_env(config, task)
+
+    def step(carry, k):
         env_state, obs = carry
-        t, k = inputs
-        k_noise, k_random, k_env = jax.random.split(k, 3)
-        flat = flatten_obs(obs, obs_ndim)
-        noise = state.hparams["exploration_noise"] * jax.random.normal(k_noise, (n, action_dim))
-        policy = jnp.clip(actor.apply(state.actor_params, flat) + noise, -1.0, 1.0)
-        random = jax.random.uniform(k_random, (n, action_dim), minval=-1.0, maxval=1.0)
-        action = jnp.where(steps_before + t * n < config.learning_starts, random, policy)
-        next_obs, env_state, reward, terminated, truncated, info = env.step(
-            k_env, env_state, to_env_action(action, low, high), task.params)
-        transition = {"obs": flat, "action": action, "reward": reward.astype(jnp.float32),
-                      "terminated": terminated.astype(jnp.float32),
-                      "next_obs": flatten_obs(info["final_observation"], obs_ndim)}
-        return (env_state, next_obs), (transition, info)
+        k_noise, k_env = jax.random.split(k)
+        action = _behaviour(state, obs, config, task, k_noise)
+        obs, env_state, transition, stats = off.env_step(env, task, env_state, obs, action,
+                                                         k_env)
+        return (env_state, obs), (transition, stats)
 
-    (env_state, obs), (transitions, infos) = jax.lax.scan(
-        env_step, (state.env_state, state.obs),
-        (jnp.arange(config.num_steps), jax.random.split(key, config.num_steps)))
-    return env_state, obs, off.flatten_time(transitions), infos
+    (env_state, obs), (transitions, stats) = jax.lax.scan(
+        step, (state.env_state, state.obs), jax.random.split(key, config.num_steps))
+    return env_state, obs, off.flatten_time(transitions), stats
 
 
 def update(state: State, config, task):
@@ -206,10 +196,8 @@ def update(state: State, config, task):
     hp = state.hparams
     key, k_collect, k_train = jax.random.split(state.key, 3)
 
-    env_state, obs, transitions, infos = _collect(state, config, task, k_collect)
+    env_state, obs, transitions, stats = _collect(state, config, task, k_collect)
     buffer = replay.buffer_add(state.buffer, transitions)
-    env_steps = (state.step + 1) * (config.num_envs * config.num_steps)
-    learning = (env_steps >= config.learning_starts) & (buffer.size >= config.batch_size)
 
     def critic_loss_fn(critic_params, batch, targets):
         q = critic.apply(critic_params, batch["obs"], batch["action"])
@@ -229,18 +217,18 @@ def update(state: State, config, task):
             next_q, batch["reward"], hp["gamma"] * (1.0 - batch["terminated"])))
         (critic_loss, q_mean), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
             critic_params, batch, targets)
-        new_critic, new_critic_os = off.adam_step(critic_opt, critic_os, critic_params, grads,
-                                                  hp["critic_lr"])
+        new_critic, new_critic_os = optim.apply_updates(critic_opt, critic_os, critic_params,
+                                                        grads, hp["critic_lr"])
         # actor: descend -Q(s, mu(s)) through the updated critic (its params held fixed)
         actor_loss, grads = jax.value_and_grad(actor_loss_fn)(actor_params, new_critic, batch)
-        new_actor, new_actor_os = off.adam_step(actor_opt, actor_os, actor_params, grads,
-                                                hp["actor_lr"])
+        new_actor, new_actor_os = optim.apply_updates(actor_opt, actor_os, actor_params, grads,
+                                                      hp["actor_lr"])
         # slowly tracking targets
-        new_target_actor = polyak(new_actor, target_actor, hp["tau"])
-        new_target_critic = polyak(new_critic, target_critic, hp["tau"])
+        new_target_actor = optim.polyak(new_actor, target_actor, hp["tau"])
+        new_target_critic = optim.polyak(new_critic, target_critic, hp["tau"])
         new = (new_actor, new_critic, new_target_actor, new_target_critic, new_actor_os,
                new_critic_os)
-        return select(learning, new, carry), (critic_loss, actor_loss, q_mean)
+        return new, (critic_loss, actor_loss, q_mean)
 
     num_grad = off.grad_steps_per_update(config)
     carry = (state.actor_params, state.critic_params, state.target_actor_params,
@@ -249,9 +237,9 @@ def update(state: State, config, task):
         grad_step, carry, jax.random.split(k_train, num_grad))
     actor_params, critic_params, target_actor, target_critic, actor_os, critic_os = carry
 
-    metrics = {**episode_metrics(infos), "critic_loss": critic_losses.mean(),
+    metrics = {**episode_metrics(stats), "critic_loss": critic_losses.mean(),
                "actor_loss": actor_losses.mean(), "q_mean": q_means.mean(),
-               "learning": learning.astype(jnp.float32)}
+               "env_steps": off.env_steps(state.step + 1, config).astype(jnp.float32)}
     new_state = state.replace(actor_params=actor_params, critic_params=critic_params,
                               target_actor_params=target_actor, target_critic_params=target_critic,
                               actor_opt_state=actor_os, critic_opt_state=critic_os, buffer=buffer,
@@ -259,16 +247,17 @@ def update(state: State, config, task):
     return new_state, metrics
 
 
-def act(actor_params, obs, config, task) -> jax.Array:
-    """Deterministic env actions mu(obs) scaled to the env's bounds, for a batch of obs."""
+# ---------------------------------------------------------------------------- acting
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions center + scale * a for observations [B, *obs_shape]: a = mu(s), or with a
+    key the exploration policy clip(mu(s) + N(0, exploration_noise^2), -1, 1)."""
     actor, _ = _networks(config, task)
-    low, high, _ = _action_bounds(task)
-    mu = actor.apply(actor_params, flatten_obs(obs, off.obs_ndim(task)))
-    return to_env_action(mu, low, high)
+    obs = flatten_obs(obs, spaces.obs_ndim(task.env, task.params))
+    a = actor.apply(state.actor_params, obs) if key is None else \
+        _behaviour(state, obs, config, task, key)
+    return spaces.to_env_action(a, *off.action_box(task))
 
 
 def evaluate(state: State, key, config, task):
     """Mean undiscounted return of deterministic episodes (no exploration noise)."""
-    return evaluate_episodes(key, task.env, task.params,
-                             lambda obs, k: act(state.actor_params, obs, config, task),
-                             config.eval_episodes)
+    return evaluate_act(act, state, key, config, task)

@@ -10,14 +10,16 @@ Episodes end on terminated | truncated, but the target bootstraps through trunca
 replay buffer stores next_obs = info["final_observation"] (the observation before the
 auto-reset) and `terminated` only, and the discount is gamma (1 - terminated).
 
-The off-policy step structure (shared in spirit with ddpg.py; TD3/SAC can follow it):
+The update structure (ddpg.py has the same; td3.py and sac.py interleave gradient steps with
+single env steps):
 
+    init: `learning_starts` env steps with uniform random actions fill the replay buffer
+          (`_offpolicy.random_warmup`, the warm-up of every off-policy agent here)
     update(state):                                    # ONE call = num_envs x num_steps env steps
-      1. collect: lax.scan over num_steps vector steps with the current (epsilon-greedy) policy;
+      1. collect: lax.scan over num_steps vector steps with the current epsilon-greedy policy;
          the transitions [num_steps, num_envs] are flattened and written into the ring buffer
       2. train:   lax.scan over G = num_envs * num_steps // train_frequency gradient steps,
-         each sampling `batch_size` transitions uniformly; the whole step is masked out
-         (params unchanged) until `learning_starts` env steps have been collected
+         each sampling `batch_size` transitions uniformly
       3. target:  inside the train scan, gradient step g (global index) updates the target
          network when it crosses a multiple of `target_update_period` env steps,
          counting num_envs * num_steps / G (= train_frequency) env steps per gradient step
@@ -28,8 +30,7 @@ swept hyperparameters) lives in `State`, so the runner vmaps seeds and sweeps.
 Defaults (CartPole-v1): the CleanRL/PureJaxRL-style DQN settings (Huang et al. 2022, CleanRL
 `dqn.py` defaults: Adam lr 2.5e-4, buffer 1e4, batch 128, gamma 0.99, target copy every 500
 env steps, 120-84 ReLU MLP, epsilon 1.0 -> 0.05 over half of training, learning_starts 1e4,
-one gradient step per 10 env steps), run here with 8 parallel envs. 8 seeds x 5e5 steps:
-greedy return 479 (DQN) and 500 on every seed with `--config.double=True`; see README.
+one gradient step per 10 env steps), run here with 8 parallel envs.
 """
 from __future__ import annotations
 
@@ -39,20 +40,25 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import struct
 
 from algorithms.core import buffer as replay
+from algorithms.core import optim, spaces, tasks
+from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import DiscreteQNet, flatten_obs
 from algorithms.core.returns import td_target
-from algorithms.core.evaluation import evaluate_episodes
 from algorithms.online import _offpolicy as off
-from algorithms.online._offpolicy import polyak, select, strong_types, with_lr  # noqa: F401
 from envs.wrappers import episode_metrics
 
-DEFAULT_ENV = "CartPole-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "CartPole-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ("discrete_actions",)
 SWEEPABLE = ("lr", "gamma", "end_e", "tau")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 # ---------------------------------------------------------------------------- public pure pieces
@@ -132,10 +138,12 @@ def crosses_period(g: jax.Array, per_grad_step: int, period: int) -> jax.Array:
 # ---------------------------------------------------------------------------- config & state
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.total_timesteps = 500_000  # env steps (all envs together)
+    c.total_timesteps = 500_000  # env steps (all envs together), warm-up included
     c.num_envs = 8  # parallel envs stepped in lockstep
     c.num_steps = 10  # vector steps per `update` (num_envs * num_steps env steps)
-    c.num_updates = c.get_ref("total_timesteps") // (c.get_ref("num_envs") * c.get_ref("num_steps"))
+    c.learning_starts = 10_000  # env steps of uniform random actions before the first update
+    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
+                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
     c.log_every = 125  # updates per jitted chunk (1e4 env steps)
     c.eval_every = 625  # updates between evaluations (5e4 env steps)
     c.eval_episodes = 10  # greedy evaluation episodes
@@ -143,7 +151,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.gamma = 0.99
     c.buffer_size = 10_000  # replay capacity (transitions)
     c.batch_size = 128
-    c.learning_starts = 10_000  # env steps of pure collection before the first gradient step
     c.train_frequency = 10  # env steps per gradient step
     c.target_update_period = 500  # env steps between target updates (Nature DQN: C)
     c.tau = 1.0  # target update theta^- <- tau theta + (1-tau) theta^- (1.0: hard copy)
@@ -155,7 +162,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.huber_delta = 1.0
     c.anneal_lr = False  # linearly decay the learning rate to 0 over total_timesteps
     c.max_grad_norm = 0.0  # > 0: clip the global gradient norm (0: off, as CleanRL)
-    c.hidden = (120, 84)  # ReLU MLP
+    c.hidden_sizes = (120, 84)  # ReLU MLP
     return c
 
 
@@ -166,97 +173,95 @@ class State:
     opt_state: Any
     buffer: replay.Buffer
     env_state: Any
-    obs: jax.Array  # [num_envs, ...] current observations
+    obs: jax.Array  # [num_envs, ...] current observations (as the environment gives them)
     key: jax.Array  # typed key
     step: jax.Array  # int32, updates done
     hparams: dict  # SWEEPABLE values (float32 scalars), read by update
 
 
-def _num_actions(task) -> int:
-    return int(task.env.action_space(task.params).n)
-
-
 def _network(config, task) -> DiscreteQNet:
-    return DiscreteQNet(tuple(config.hidden), _num_actions(task))
+    return DiscreteQNet(tuple(config.hidden_sizes), spaces.num_actions(task.env, task.params))
 
 
-def _q_values(net, params, obs, obs_ndim):
-    return net.apply(params, flatten_obs(obs, obs_ndim))
+def _q_values(net, params, obs, task):
+    return net.apply(params, flatten_obs(obs, spaces.obs_ndim(task.env, task.params)))
 
 
 def _optimizer(config):
-    def make(learning_rate):
-        adam = optax.adam(learning_rate)
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam) \
-            if config.max_grad_norm > 0 else adam
-    return optax.inject_hyperparams(make)(learning_rate=config.lr)
+    return optim.optimizer(config.lr, max_grad_norm=config.max_grad_norm)
+
+
+def _epsilon(env_step, config, hparams) -> jax.Array:
+    return linear_epsilon(env_step, start=config.start_e, end=hparams["end_e"],
+                          duration=config.exploration_fraction * config.total_timesteps)
+
+
+def _epsilon_greedy(q_values, epsilon, k_explore, k_random) -> jax.Array:
+    """argmax_a q with probability 1 - epsilon, else a uniform random action; q: [B, A]."""
+    b, num_actions = q_values.shape
+    greedy = jnp.argmax(q_values, axis=-1)
+    random = jax.random.randint(k_random, (b,), 0, num_actions)
+    return jnp.where(jax.random.uniform(k_explore, (b,)) < epsilon, random, greedy)
 
 
 def init(key, config, task) -> State:
-    k_net, k_env, key = jax.random.split(key, 3)
+    k_net, k_env, k_warm, key = jax.random.split(key, 4)
     net = _network(config, task)
     env = off.vec_env(config, task)
     obs, env_state = env.reset(k_env, task.params)
-    params = net.init(k_net, flatten_obs(obs[:1], off.obs_ndim(task)))
+    params = net.init(k_net, flatten_obs(obs[:1], spaces.obs_ndim(task.env, task.params)))
+    buffer = replay.buffer_init(off.replay_example(obs[0], jnp.int32(0)), config.buffer_size)
+    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm,
+                                               flatten=False)
     hparams = {name: jnp.float32(config[name]) for name in SWEEPABLE}
     return State(params=params, target_params=params, opt_state=_optimizer(config).init(params),
-                 buffer=replay.buffer_init(off.replay_example(obs[0], jnp.int32(0)),
-                                        config.buffer_size),
-                 env_state=strong_types(env_state), obs=obs, key=key, step=jnp.int32(0),
+                 buffer=buffer, env_state=env_state, obs=obs, key=key, step=jnp.int32(0),
                  hparams=hparams)
 
 
 def _collect(state: State, config, task, key):
-    """num_steps epsilon-greedy vector steps; returns (env_state, obs, transitions [T*N], infos)."""
+    """num_steps epsilon-greedy vector steps; returns (env_state, obs, transitions [T*N], stats,
+    last epsilon)."""
     net, env, n = _network(config, task), off.vec_env(config, task), config.num_envs
-    obs_ndim, num_actions = off.obs_ndim(task), _num_actions(task)
-    steps_before = state.step * (n * config.num_steps)
-    duration = config.exploration_fraction * config.total_timesteps
+    steps_before = off.env_steps(state.step, config)
 
-    def env_step(carry, inputs):
+    def step(carry, inputs):
         env_state, obs = carry
         t, k = inputs
         k_explore, k_random, k_env = jax.random.split(k, 3)
-        eps = linear_epsilon(steps_before + t * n, start=config.start_e,
-                             end=state.hparams["end_e"], duration=duration)
-        greedy = jnp.argmax(_q_values(net, state.params, obs, obs_ndim), axis=-1)
-        random = jax.random.randint(k_random, (n,), 0, num_actions)
-        action = jnp.where(jax.random.uniform(k_explore, (n,)) < eps, random, greedy)
-        next_obs, env_state, reward, terminated, truncated, info = env.step(
-            k_env, env_state, action, task.params)
-        transition = {"obs": obs, "action": action.astype(jnp.int32),
-                      "reward": reward.astype(jnp.float32),
-                      "terminated": terminated.astype(jnp.float32),
-                      "next_obs": info["final_observation"]}  # bootstrap through truncation
-        return (env_state, next_obs), (transition, info, eps)
+        eps = _epsilon(steps_before + t * n, config, state.hparams)
+        action = _epsilon_greedy(_q_values(net, state.params, obs, task), eps, k_explore,
+                                 k_random)
+        obs, env_state, transition, stats = off.env_step(
+            env, task, env_state, obs, action.astype(jnp.int32), k_env, flatten=False)
+        return (env_state, obs), (transition, stats, eps)
 
-    (env_state, obs), (transitions, infos, eps) = jax.lax.scan(
-        env_step, (state.env_state, state.obs),
+    (env_state, obs), (transitions, stats, eps) = jax.lax.scan(
+        step, (state.env_state, state.obs),
         (jnp.arange(config.num_steps), jax.random.split(key, config.num_steps)))
-    return env_state, obs, off.flatten_time(transitions), infos, eps[-1]
+    return env_state, obs, off.flatten_time(transitions), stats, eps[-1]
 
 
 def update(state: State, config, task):
     """One iteration: num_envs x num_steps env steps, then their gradient steps (see module doc)."""
     net, opt = _network(config, task), _optimizer(config)
-    obs_ndim, hp = off.obs_ndim(task), state.hparams
+    hp = state.hparams
     huber_delta = config.huber_delta if config.loss == "huber" else None
     if config.loss not in ("mse", "huber"):
         raise ValueError(f"config.loss must be 'mse' or 'huber', got {config.loss!r}")
     key, k_collect, k_train = jax.random.split(state.key, 3)
 
-    env_state, obs, transitions, infos, epsilon = _collect(state, config, task, k_collect)
+    env_state, obs, transitions, stats, epsilon = _collect(state, config, task, k_collect)
     buffer = replay.buffer_add(state.buffer, transitions)
-    env_steps = (state.step + 1) * (config.num_envs * config.num_steps)
-    learning = (env_steps >= config.learning_starts) & (buffer.size >= config.batch_size)
+    env_steps = off.env_steps(state.step + 1, config)
 
     def loss_fn(params, target_params, batch):
-        q = _q_values(net, params, batch["obs"], obs_ndim)
+        q = _q_values(net, params, batch["obs"], task)
         q_taken = jnp.take_along_axis(q, batch["action"][:, None], axis=-1)[:, 0]
-        q_next_target = _q_values(net, target_params, batch["next_obs"], obs_ndim)
+        q_next_target = _q_values(net, target_params, batch["next_obs"], task)
         discounts = hp["gamma"] * (1.0 - batch["terminated"])
         if config.double:
-            q_next_online = _q_values(net, params, batch["next_obs"], obs_ndim)
+            q_next_online = _q_values(net, params, batch["next_obs"], task)
             targets = double_q_target(q_next_online, q_next_target, batch["reward"], discounts)
         else:
             targets = q_learning_target(q_next_target, batch["reward"], discounts)
@@ -274,34 +279,36 @@ def update(state: State, config, task):
         batch = replay.buffer_sample(buffer, k, config.batch_size)
         (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, target_params, batch)
-        opt_state = with_lr(opt_state, lr)
-        updates, new_opt_state = opt.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        params, opt_state = select(learning, (new_params, new_opt_state), (params, opt_state))
+        params, opt_state = optim.apply_updates(opt, opt_state, params, grads, lr)
         g = state.step * num_grad + i  # global gradient-step index
-        sync = learning & crosses_period(g, per_grad, config.target_update_period)
-        target_params = select(sync, polyak(params, target_params, hp["tau"]), target_params)
+        sync = crosses_period(g, per_grad, config.target_update_period)
+        target_params = optim.select(sync, optim.polyak(params, target_params, hp["tau"]),
+                                     target_params)
         return (params, target_params, opt_state), (loss, q_mean)
 
     (params, target_params, opt_state), (losses, q_means) = jax.lax.scan(
         grad_step, (state.params, state.target_params, state.opt_state),
         (jnp.arange(num_grad), jax.random.split(k_train, num_grad)))
 
-    metrics = {**episode_metrics(infos), "loss": losses.mean(), "q_mean": q_means.mean(),
-               "epsilon": epsilon, "learning": learning.astype(jnp.float32)}
+    metrics = {**episode_metrics(stats), "loss": losses.mean(), "q_mean": q_means.mean(),
+               "epsilon": epsilon, "env_steps": env_steps.astype(jnp.float32)}
     new_state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
                               buffer=buffer, env_state=env_state, obs=obs, key=key,
                               step=state.step + 1)
     return new_state, metrics
 
 
-def act(params, obs, config, task) -> jax.Array:
-    """Greedy actions argmax_a Q(obs, a) for a batch of observations."""
-    return jnp.argmax(_q_values(_network(config, task), params, obs, off.obs_ndim(task)), axis=-1)
+# ---------------------------------------------------------------------------- acting
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Actions [B] (int32) for observations [B, *obs_shape]: greedy argmax_a Q(obs, a), or with
+    a key epsilon-greedy at the exploration rate of the state's current env step."""
+    q = _q_values(_network(config, task), state.params, obs, task)
+    if key is None:
+        return jnp.argmax(q, axis=-1)
+    epsilon = _epsilon(off.env_steps(state.step, config), config, state.hparams)
+    return _epsilon_greedy(q, epsilon, *jax.random.split(key))
 
 
 def evaluate(state: State, key, config, task):
     """Mean undiscounted return of greedy episodes (epsilon = 0)."""
-    return evaluate_episodes(key, task.env, task.params,
-                             lambda obs, k: act(state.params, obs, config, task),
-                             config.eval_episodes)
+    return evaluate_act(act, state, key, config, task)

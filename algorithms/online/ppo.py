@@ -13,19 +13,17 @@ One `update` = one iteration of Algorithm 1 ("PPO, Actor-Critic Style"):
                                (Sec. 4): after the update, with d = mean KL[pi_old, pi] (batch),
                                d > kl_max -> beta *= kl_beta_factor;  d < kl_min -> beta /= factor.
                                The paper's rule is kl_max = 1.5 d_targ, kl_min = d_targ / 1.5,
-                               factor 2; the study notes (seeds 003) phrase the same rule as
-                               "raise beta above KL_max, lower it below KL_min". Both bounds are
-                               config fields (derived from kl_target unless set).
-                               beta is not bounded (the paper does not bound it): with the
-                               CartPole defaults the per-update KL (~1e-3) stays below kl_min,
-                               so beta halves every update and underflows to 0 in float32
-                               after ~130 updates; the variant then optimizes the plain
-                               surrogate r_t A_t for 4 epochs (it still reaches 500 there).
+                               factor 2; both bounds are config fields (derived from kl_target
+                               unless set). beta is not bounded (the paper does not bound it):
+                               once the per-update KL stays below kl_min, beta halves every
+                               update until it underflows to 0 and the objective is the plain
+                               surrogate r_t A_t.
 
-Discrete action spaces get a categorical policy, Box spaces a Gaussian with a state-independent
-log std (the Gaussian's unclipped sample is what is stored and scored; the env wrapper clips it).
-Actor and critic are separate 64-64 tanh MLPs with orthogonal init (Engstrom et al. 2020;
-Andrychowicz et al. 2021), one Adam (eps 1e-5) over both with global gradient-norm clipping.
+Rollouts, networks and acting are the on-policy family's (`_onpolicy.py`): a categorical policy
+for Discrete actions, a Gaussian with a state-independent log std for Box actions (its unclipped
+sample is what is stored and scored; the env wrapper clips it). Actor and critic are separate
+64-64 tanh MLPs with orthogonal init (Engstrom et al. 2020; Andrychowicz et al. 2021), one Adam
+(eps 1e-5) over both with global gradient-norm clipping.
 
 Defaults are the well-known CartPole-v1 settings of CleanRL's ppo.py / PureJaxRL (4 envs x 128
 steps, 4 epochs x 4 minibatches, lr 2.5e-4 linearly annealed, gamma 0.99, lambda 0.95, clip 0.2,
@@ -48,16 +46,21 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import struct
-from gymnax.environments import spaces
 
-from algorithms.core import networks, returns
-from algorithms.core.evaluation import evaluate_episodes
-from envs import wrappers
+from algorithms.core import optim, returns, tasks
+from algorithms.core.evaluation import evaluate_act
+from algorithms.online import _onpolicy as op
 
-DEFAULT_ENV = "CartPole-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "CartPole-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ()  # discrete (categorical policy) and continuous (Gaussian policy) actions
 SWEEPABLE = ("lr", "clip_eps", "ent_coef")
 VARIANTS = ("clip", "kl_penalty")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 # ---------------------------------------------------------------------------- public losses
@@ -155,11 +158,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.kl_beta_factor = 2.0  # (paper: 2)
     c.ent_coef = 0.01  # c2 of Eq. 9
     c.vf_coef = 0.5  # c1 of Eq. 9
-    c.max_grad_norm = 0.5
+    c.max_grad_norm = 0.5  # global gradient-norm clip (0: none)
     c.normalize_adv = True  # per-minibatch advantage normalization
     c.normalize_obs = False  # running mean/std of observations (envs.wrappers)
     c.reward_scale = 1.0  # rewards multiplied by this for learning only (e.g. 0.1 on Pendulum)
-    c.hidden = (64, 64)
+    c.hidden_sizes = (64, 64)
     c.activation = "tanh"  # or "relu"
     c.log_every = 16  # updates per jitted chunk
     c.eval_every = 128  # updates between evaluations
@@ -179,43 +182,8 @@ class State:
     hparams: dict  # SWEEPABLE values as float32 scalars
 
 
-def _activation(name: str):
-    return {"tanh": jax.nn.tanh, "relu": jax.nn.relu}[name]
-
-
-def _spaces(task):
-    return task.env.observation_space(task.params), task.env.action_space(task.params)
-
-
-def is_discrete(task) -> bool:
-    return isinstance(_spaces(task)[1], spaces.Discrete)
-
-
-def _networks(config, task):
-    obs_space, act_space = _spaces(task)
-    act = _activation(config.activation)
-    hidden = tuple(config.hidden)
-    if isinstance(act_space, spaces.Discrete):
-        actor = networks.CategoricalPolicy(hidden, int(act_space.n), act)
-    elif isinstance(act_space, spaces.Box):
-        dim = 1
-        for s in act_space.shape:
-            dim *= int(s)
-        actor = networks.GaussianPolicy(hidden, dim, act)
-    else:
-        raise ValueError(f"PPO supports Discrete and Box action spaces, not {type(act_space)}")
-    return actor, networks.ValueNet(hidden, act), len(obs_space.shape)
-
-
-def _vec_env(config, task):
-    return wrappers.make_vec_env(task.env, int(config.num_envs), bool(config.normalize_obs))
-
-
 def _optimizer(config):
-    def make(learning_rate):
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                           optax.adam(learning_rate, eps=1e-5))
-    return optax.inject_hyperparams(make)(learning_rate=config.lr)
+    return optim.optimizer(config.lr, eps=1e-5, max_grad_norm=config.max_grad_norm)
 
 
 def init(key, config, task) -> State:
@@ -225,12 +193,10 @@ def init(key, config, task) -> State:
     if batch % config.num_minibatches:
         raise ValueError(f"num_envs * num_steps = {batch} is not divisible by "
                          f"num_minibatches = {config.num_minibatches}")
-    actor, critic, obs_ndim = _networks(config, task)
     k_env, k_actor, k_critic, key = jax.random.split(key, 4)
-    env = _vec_env(config, task)
-    obs, env_state = env.reset(k_env, task.params)
-    x = networks.flatten_obs(obs, obs_ndim)
-    params = {"actor": actor.init(k_actor, x), "critic": critic.init(k_critic, x)}
+    _, _, actor_params, critic_params, _, env_state, obs = op.init_networks(
+        k_actor, k_critic, k_env, config, task)
+    params = {"actor": actor_params, "critic": critic_params}
     hparams = {name: jnp.float32(config[name]) for name in SWEEPABLE}
     return State(params=params, opt_state=_optimizer(config).init(params), env_state=env_state,
                  obs=obs, kl_beta=jnp.float32(config.kl_beta_init), key=key, step=jnp.int32(0),
@@ -247,59 +213,30 @@ class _Batch(struct.PyTreeNode):
     target: jax.Array
 
 
-def _rollout(state: State, config, task, actor, obs_ndim):
-    env = _vec_env(config, task)
-    act_shape = tuple(_spaces(task)[1].shape)
-    continuous = not is_discrete(task)
-
-    def step(carry, step_key):
-        env_state, obs = carry
-        k_act, k_env = jax.random.split(step_key)
-        x = networks.flatten_obs(obs, obs_ndim)
-        dist = actor.apply(state.params["actor"], x)
-        action, log_prob = dist.sample_and_log_prob(seed=k_act)
-        env_action = action.reshape(action.shape[:1] + act_shape) if continuous else action
-        next_obs, env_state, reward, terminated, truncated, info = env.step(
-            k_env, env_state, env_action, task.params)
-        out = dict(obs=x, action=action, log_prob=log_prob, reward=reward.astype(jnp.float32),
-                   terminated=terminated, done=terminated | truncated,
-                   final_obs=networks.flatten_obs(info["final_observation"], obs_ndim),
-                   episode_done=info["episode_done"],
-                   last_episode_return=info["last_episode_return"],
-                   last_episode_length=info["last_episode_length"])
-        return (env_state, next_obs), out
-
-    key, k_roll = jax.random.split(state.key)
-    (env_state, obs), traj = jax.lax.scan(step, (state.env_state, state.obs),
-                                          jax.random.split(k_roll, config.num_steps))
-    return state.replace(env_state=env_state, obs=obs, key=key), traj
-
-
-def _flatten_tb(x):
-    return x.reshape((-1,) + x.shape[2:])
-
-
 def update(state: State, config, task):
-    actor, critic, obs_ndim = _networks(config, task)
+    actor, critic = op.build_networks(config, task)
     hp = state.hparams
-    state, traj = _rollout(state, config, task, actor, obs_ndim)
+    key, k_roll = jax.random.split(state.key)
+    env_state, obs, traj, episode_stats = op.collect(
+        k_roll, op.make_env(config, task), task.params, state.env_state, state.obs,
+        op.sample_fn(actor, state.params["actor"]), int(config.num_steps), task)
+    state = state.replace(env_state=env_state, obs=obs, key=key)
 
     # Advantages: V on the observations and on the observations after each step (the final
     # observation before an auto-reset, so truncated episodes bootstrap from it).
-    values = critic.apply(state.params["critic"], traj["obs"])
-    next_values = critic.apply(state.params["critic"], traj["final_obs"])
-    adv, targets = returns.gae(traj["reward"] * config.reward_scale, values, next_values,
-                               traj["terminated"], traj["done"], config.gamma, config.gae_lambda)
-    batch = _Batch(obs=traj["obs"], action=traj["action"], log_prob=traj["log_prob"],
+    values = critic.apply(state.params["critic"], traj.obs)
+    next_values = critic.apply(state.params["critic"], traj.next_obs)
+    adv, targets = returns.gae(traj.rewards * config.reward_scale, values, next_values,
+                               traj.terminated, traj.dones, config.gamma, config.gae_lambda)
+    batch = _Batch(obs=traj.obs, action=traj.actions, log_prob=traj.log_probs,
                    value=values, adv=adv, target=targets)
-    batch = jax.tree.map(_flatten_tb, batch)
+    batch = jax.tree.map(op.flatten_time, batch)
     batch_size = config.num_envs * config.num_steps
     mb_size = batch_size // config.num_minibatches
     old_params = state.params
 
     frac = 1.0 - state.step.astype(jnp.float32) / config.num_updates if config.anneal_lr else 1.0
-    opt_state = state.opt_state._replace(
-        hyperparams={**state.opt_state.hyperparams, "learning_rate": hp["lr"] * frac})
+    opt_state = optim.set_learning_rate(state.opt_state, hp["lr"] * frac)
     tx = _optimizer(config)
 
     def loss_fn(params, mb: _Batch):
@@ -332,9 +269,8 @@ def update(state: State, config, task):
     def minibatch_step(carry, mb):
         params, opt_state = carry
         grads, aux = grad_fn(params, mb)
-        updates, opt_state = tx.update(grads, opt_state, params)
         aux["grad_norm"] = optax.tree.norm(grads)
-        return (optax.apply_updates(params, updates), opt_state), aux
+        return optim.apply_updates(tx, opt_state, params, grads), aux
 
     def epoch(carry, epoch_key):
         perm = jax.random.permutation(epoch_key, batch_size)
@@ -355,8 +291,7 @@ def update(state: State, config, task):
                                 factor=config.kl_beta_factor)
 
     metrics = {k: v.mean() for k, v in aux.items()}
-    metrics.update(wrappers.episode_metrics(
-        {k: traj[k] for k in ("episode_done", "last_episode_return", "last_episode_length")}))
+    metrics.update(episode_stats)
     metrics.update(kl=kl, lr=opt_state.hyperparams["learning_rate"],
                    explained_variance=1.0 - jnp.var(batch.target - batch.value)
                    / (jnp.var(batch.target) + 1e-8))
@@ -368,26 +303,13 @@ def update(state: State, config, task):
 
 
 # ---------------------------------------------------------------------------- acting & evaluation
-def make_act_fn(state: State, config, task, deterministic: bool = True):
-    """act(obs [N, ...], key) -> actions for the raw env (normalization applied if used)."""
-    actor, _, obs_ndim = _networks(config, task)
-    act_shape = tuple(_spaces(task)[1].shape)
-    discrete = is_discrete(task)
-    rms = state.env_state.obs_rms if config.normalize_obs else None
-
-    def act(obs, key):
-        if rms is not None:
-            obs = rms.normalize(obs.astype(jnp.float32))
-        x = networks.flatten_obs(obs, obs_ndim)
-        dist = actor.apply(state.params["actor"], x)
-        a = dist.mode() if deterministic else dist.sample(seed=key)
-        return a if discrete else a.reshape(a.shape[:1] + act_shape)
-
-    return act
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions for raw observations [B, *obs_shape] (normalized with the training env's
+    statistics when normalize_obs): the policy's mode, or with a key a sample."""
+    actor, _ = op.build_networks(config, task)
+    return op.act(actor, state.params["actor"], state.env_state, obs, task, key)
 
 
 def evaluate(state: State, key, config, task):
     """Mean undiscounted return / length of `eval_episodes` greedy (mode-action) episodes."""
-    env = wrappers.ClipAction(task.env)
-    return evaluate_episodes(key, env, task.params, make_act_fn(state, config, task),
-                             int(config.eval_episodes))
+    return evaluate_act(act, state, key, config, task)

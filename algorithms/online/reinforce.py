@@ -4,7 +4,7 @@
     G_t = sum_{t' >= t} gamma^{t'-t} r_{t'}                  (reward-to-go, discounted)
     b(s) = v_w(s),   w <- argmin mean_t (G_t - v_w(s_t))^2   (regression baseline)
 
-Credit assignment (the seeds' policy-gradient notes): weighting log pi(a_t|s_t) by the whole
+Credit assignment: weighting log pi(a_t|s_t) by the whole
 trajectory's return R(tau) is unbiased but credits a_t with rewards that came before it; the
 reward-to-go sum_{t'>=t} r_{t'} keeps only the rewards a_t can influence, and the discount
 gamma^{t'-t} weights near consequences more. Subtracting a baseline b(s_t) (any function of the
@@ -16,8 +16,9 @@ per-step weight gamma^t is dropped, so every visited state counts equally (Thoma
 the bias this introduces).
 
 One `update` collects `num_steps` steps of each of `num_envs` environments with the current
-policy, then takes one gradient step on the policy and `vf_steps` full-batch steps on the
-baseline (both Adam). Episodes rarely fit exactly into a rollout, so:
+policy, then takes one gradient step on the policy (Adam, rate `actor_lr`) and `vf_steps`
+full-batch steps on the baseline (Adam, rate `critic_lr`). Episodes rarely fit exactly into a
+rollout, so:
   * `bootstrap_partial=True` (default): an episode still running at the rollout's end is
     completed by the baseline's value of the last observation, G_T = v_w(s_T). The baseline is
     then also used for (one) bootstrap, a small bias that makes every sample usable.
@@ -25,9 +26,6 @@ baseline (both Adam). Episodes rarely fit exactly into a rollout, so:
     masked out of both losses (pure Monte-Carlo returns; choose num_steps >> episode length).
 Either way an episode cut by the time limit (truncated, not terminated) is continued by
 v_w(final observation): the time limit is not part of the task (Pardo et al. 2018).
-
-Run: python -m launch.run --algo=reinforce --num_seeds=8 --config.total_timesteps=500000
-(CartPole-v1: final greedy eval return 500 [500, 500] over 8 seeds, 488 updates.)
 """
 from __future__ import annotations
 
@@ -37,15 +35,22 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import struct
 
+from algorithms.core import optim, tasks
+from algorithms.core.evaluation import evaluate_act
 from algorithms.core.returns import discounted_returns
 from algorithms.online import _onpolicy as op
 
-DEFAULT_ENV = "CartPole-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "CartPole-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ()  # discrete (Categorical) and continuous (Gaussian) actions
-SWEEPABLE = ("lr", "vf_lr")
+SWEEPABLE = ("actor_lr", "critic_lr")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 def reinforce_loss(log_probs: jax.Array, returns: jax.Array, baselines: jax.Array) -> jax.Array:
@@ -92,32 +97,34 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_every = 50
     c.eval_episodes = 16
     c.gamma = 0.99
-    c.lr = 1e-3  # policy step size alpha^theta (Adam)
-    c.vf_lr = 1e-3  # baseline step size alpha^w (Adam)
+    c.actor_lr = 1e-3  # policy step size alpha^theta (Adam)
+    c.critic_lr = 1e-3  # baseline step size alpha^w (Adam)
     c.vf_steps = 5  # full-batch baseline regression steps per update
     c.adam_eps = 1e-5
-    c.max_grad_norm = 0.5  # global-norm clip of the policy gradient (<= 0: none)
+    c.max_grad_norm = 0.5  # global-norm clip of the policy gradient (0: none)
     c.normalize_advantages = True  # (G - b) standardized per batch (a variance reduction)
     c.bootstrap_partial = True  # see module docstring
-    c.hidden = (64, 64)
+    c.hidden_sizes = (64, 64)
     c.activation = "tanh"
     c.normalize_obs = False
     return c
 
 
-def _clip(config):
-    return float(config.max_grad_norm) if config.max_grad_norm > 0 else None
+def _optimizers(config):
+    """(policy optimizer, clipped when max_grad_norm > 0; baseline optimizer), both Adam."""
+    return (optim.optimizer(config.actor_lr, eps=config.adam_eps,
+                            max_grad_norm=config.max_grad_norm),
+            optim.optimizer(config.critic_lr, eps=config.adam_eps))
 
 
 def init(key, config, task) -> State:
     k_net, k_state = jax.random.split(key)
-    policy, value, pp, vp, env, env_state, obs = op.init_networks(k_net, config, task)
+    _, _, pp, vp, _, env_state, obs = op.init_networks(*jax.random.split(k_net, 3), config, task)
+    policy_opt, value_opt = _optimizers(config)
     return State(
-        policy_params=pp, value_params=vp,
-        policy_opt=op.adam(config, config.lr, _clip(config)).init(pp),
-        value_opt=op.adam(config, config.vf_lr).init(vp),
-        env_state=env_state, obs=obs, key=k_state, step=jnp.int32(0),
-        hparams={"lr": jnp.float32(config.lr), "vf_lr": jnp.float32(config.vf_lr)})
+        policy_params=pp, value_params=vp, policy_opt=policy_opt.init(pp),
+        value_opt=value_opt.init(vp), env_state=env_state, obs=obs, key=k_state,
+        step=jnp.int32(0), hparams={k: jnp.float32(config[k]) for k in SWEEPABLE})
 
 
 def reward_to_go(batch: op.Rollout, next_values: jax.Array, gamma: float,
@@ -159,8 +166,7 @@ def update(state: State, config, task):
         mean = _masked_mean(adv, mask)
         std = jnp.sqrt(_masked_mean((adv - mean) ** 2, mask))
         baselines = returns - (adv - mean) / (std + 1e-8)
-    obs_flat = batch.obs.reshape((-1,) + batch.obs.shape[2:])
-    actions = batch.actions.reshape((-1,) + batch.actions.shape[2:])
+    obs_flat, actions = op.flatten_time(batch.obs), op.flatten_time(batch.actions)
 
     def policy_loss(params):
         dist = policy.apply(params, obs_flat)
@@ -168,23 +174,20 @@ def update(state: State, config, task):
         return loss, _masked_mean(dist.entropy(), mask)
 
     (pi_loss, entropy), grads = jax.value_and_grad(policy_loss, has_aux=True)(state.policy_params)
-    tx = op.adam(config, config.lr, _clip(config))
-    popt = op.with_learning_rate(state.policy_opt, state.hparams["lr"])
-    upd, popt = tx.update(grads, popt, state.policy_params)
-    policy_params = optax.apply_updates(state.policy_params, upd)
+    policy_tx, value_tx = _optimizers(config)
+    policy_params, popt = optim.apply_updates(policy_tx, state.policy_opt, state.policy_params,
+                                              grads, state.hparams["actor_lr"])
 
     def value_loss(params):  # regression of v_w(s_t) on the (unnormalized) G_t
         v = value.apply(params, obs_flat)
         return _masked_mean(0.5 * (returns - v) ** 2, mask)
 
-    vtx = op.adam(config, config.vf_lr)
-    vopt = op.with_learning_rate(state.value_opt, state.hparams["vf_lr"])
+    vopt = optim.set_learning_rate(state.value_opt, state.hparams["critic_lr"])
 
     def vf_step(carry, _):
         params, opt = carry
         loss, g = jax.value_and_grad(value_loss)(params)
-        u, opt = vtx.update(g, opt, params)
-        return (optax.apply_updates(params, u), opt), loss
+        return optim.apply_updates(value_tx, opt, params, g), loss
 
     (value_params, vopt), vf_losses = jax.lax.scan(
         vf_step, (state.value_params, vopt), None, length=int(config.vf_steps))
@@ -197,6 +200,12 @@ def update(state: State, config, task):
     return new, metrics
 
 
-def evaluate(state: State, key, config, task):
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions for raw observations [B, *obs_shape]: the policy's mode, or a sample."""
     policy, _ = op.build_networks(config, task)
-    return op.evaluate_policy(policy, state.policy_params, state.env_state, key, config, task)
+    return op.act(policy, state.policy_params, state.env_state, obs, task, key)
+
+
+def evaluate(state: State, key, config, task):
+    """Mean undiscounted return of greedy (mode-action) episodes."""
+    return evaluate_act(act, state, key, config, task)

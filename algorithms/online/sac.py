@@ -25,8 +25,9 @@ Pendulum-v1 never terminates, it is truncated at 200 steps: transitions store th
 `info["final_observation"]` as s' and `terminated`, so targets bootstrap through truncation.
 
 The first `learning_starts` environment steps (uniform random actions, no learning, as in the
-paper's reference implementation) happen in `init`; every `update` then runs `num_steps`
-vectorised environment steps, each followed by `num_envs` gradient steps, in one `lax.scan`.
+paper's reference implementation) happen in `init` (`_offpolicy.random_warmup`); every `update`
+then runs `num_steps` vectorised environment steps, each followed by `num_envs` gradient steps,
+in one `lax.scan`.
 """
 from __future__ import annotations
 
@@ -36,19 +37,24 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import struct
 
 from algorithms.core import buffer as replay
-from algorithms.core.evaluation import evaluate_episodes
-from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, flatten_obs, \
-    tanh_gaussian_sample
+from algorithms.core import optim, spaces, tasks
+from algorithms.core.evaluation import evaluate_act
+from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, flatten_obs
 from algorithms.online import _offpolicy as off
-from envs.wrappers import episode_metrics, make_vec_env
+from envs.wrappers import episode_metrics
 
-DEFAULT_ENV = "Pendulum-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "Pendulum-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ("continuous_actions",)
 SWEEPABLE = ("lr", "tau")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -151,7 +157,7 @@ class State:
 def default_config() -> ml_collections.ConfigDict:
     """Hyperparameters of Haarnoja et al. (2018), Table 1 / App. D, unless noted."""
     c = ml_collections.ConfigDict()
-    c.total_timesteps = 50_000  # environment steps (issue target: Pendulum-v1 >= -200 by 5e4)
+    c.total_timesteps = 50_000  # environment steps, warm-up included
     c.learning_starts = 5_000  # uniform random steps before learning (reference code; counted)
     c.num_envs = 1  # paper: one environment
     c.num_steps = 250  # vectorised env steps per `update` (each followed by num_envs grad steps)
@@ -171,33 +177,31 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _nets(config, action_dim: int):
+def _nets(config, task):
     hidden = tuple(config.hidden_sizes)
-    return TanhGaussianPolicy(hidden, action_dim), QEnsemble(hidden, num=2)
+    return (TanhGaussianPolicy(hidden, spaces.num_actions(task.env, task.params)),
+            QEnsemble(hidden, num=2))
 
 
 def _policy_sample(actor, params, obs, key):
-    """a in [-1, 1]^|A| reparameterised, and log pi(a|s) (SAC App. C change of variables)."""
-    mean, log_std = actor.apply(params, obs)
-    return tanh_gaussian_sample(key, mean, log_std, 1.0)
+    """a in [-1, 1]^|A| reparameterised, and log pi(a|s) (`TanhNormal`, SAC App. C)."""
+    return actor.apply(params, obs).sample_and_log_prob(seed=key)
 
 
 def init(key, config, task) -> State:
-    env = make_vec_env(task.env, config.num_envs)
-    action_dim = off.action_dim(task)
-    actor, critic = _nets(config, action_dim)
+    env = off.vec_env(config, task)
+    action_dim = spaces.num_actions(task.env, task.params)
+    actor, critic = _nets(config, task)
     k_env, k_actor, k_critic, k_warm, key = jax.random.split(key, 5)
     obs, env_state = env.reset(k_env, task.params)
-    obs = flatten_obs(obs, off.obs_ndim(task))
+    obs = flatten_obs(obs, spaces.obs_ndim(task.env, task.params))
     actor_params = actor.init(k_actor, obs[0])
     critic_params = critic.init(k_critic, obs[0], jnp.zeros(action_dim))
     log_alpha = jnp.log(jnp.float32(config.init_alpha))
-    opt = off.injected_adam()  # lr replaced per step
+    opt = optim.optimizer(config.lr, inject_all=True)
     buffer = replay.buffer_init(off.replay_example(obs[0], jnp.zeros(action_dim)),
                                 config.buffer_size)
-    # Warm-up: learning_starts environment steps with uniform random actions.
-    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm,
-                                               action_dim)
+    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm)
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_critic_params=critic_params, log_alpha=log_alpha,
                  actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
@@ -208,9 +212,9 @@ def init(key, config, task) -> State:
 
 def _gradient_step(state: State, key, config, task):
     """Algorithm 1's inner gradient step: critics, actor, temperature, then targets."""
-    action_dim = off.action_dim(task)
-    actor, critic = _nets(config, action_dim)
-    opt = off.injected_adam()
+    action_dim = spaces.num_actions(task.env, task.params)
+    actor, critic = _nets(config, task)
+    opt = optim.optimizer(config.lr, inject_all=True)
     lr, tau = state.hparams["lr"], state.hparams["tau"]
     k_batch, k_next, k_pi = jax.random.split(key, 3)
     batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
@@ -229,7 +233,8 @@ def _gradient_step(state: State, key, config, task):
 
     (critic_loss, q), grads = jax.value_and_grad(critic_objective, has_aux=True)(
         state.critic_params)
-    critic_params, critic_opt = off.adam_step(opt, state.critic_opt, state.critic_params, grads, lr)
+    critic_params, critic_opt = optim.apply_updates(opt, state.critic_opt, state.critic_params,
+                                                    grads, lr)
 
     # Actor (against the updated critics).
     def actor_objective(params):
@@ -239,18 +244,18 @@ def _gradient_step(state: State, key, config, task):
 
     (actor_loss, log_probs), grads = jax.value_and_grad(actor_objective, has_aux=True)(
         state.actor_params)
-    actor_params, actor_opt = off.adam_step(opt, state.actor_opt, state.actor_params, grads, lr)
+    actor_params, actor_opt = optim.apply_updates(opt, state.actor_opt, state.actor_params,
+                                                  grads, lr)
 
     # Temperature.
     target_entropy = config.target_entropy * action_dim
     alpha_loss, grad = jax.value_and_grad(
         lambda la: sac_alpha_loss(la, log_probs, target_entropy=target_entropy).mean())(
         state.log_alpha)
-    log_alpha, alpha_opt = off.adam_step(opt, state.alpha_opt, state.log_alpha, grad, lr)
+    log_alpha, alpha_opt = optim.apply_updates(opt, state.alpha_opt, state.log_alpha, grad, lr)
 
     # Targets.
-    target_critic_params = optax.incremental_update(critic_params, state.target_critic_params,
-                                                    tau)
+    target_critic_params = optim.polyak(critic_params, state.target_critic_params, tau)
     metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss,
                "alpha": alpha, "entropy": -log_probs.mean(), "q_mean": q.mean()}
     return state.replace(actor_params=actor_params, critic_params=critic_params,
@@ -260,8 +265,8 @@ def _gradient_step(state: State, key, config, task):
 
 def update(state: State, config, task):
     """`num_steps` vectorised env steps, each followed by `num_envs` gradient steps (UTD 1)."""
-    env = make_vec_env(task.env, config.num_envs)
-    actor, _ = _nets(config, off.action_dim(task))
+    env = off.vec_env(config, task)
+    actor, _ = _nets(config, task)
 
     def env_and_learn(state, _):
         key, k_act, k_env, k_learn = jax.random.split(state.key, 4)
@@ -283,17 +288,17 @@ def update(state: State, config, task):
     return state.replace(step=step), metrics
 
 
-def act(state: State, obs: jax.Array, config, task) -> jax.Array:
-    """Deterministic environment action center + scale * tanh(mean(s)) (evaluation)."""
-    action_dim = off.action_dim(task)
-    actor, _ = _nets(config, action_dim)
-    mean, _ = actor.apply(state.actor_params, flatten_obs(obs, off.obs_ndim(task)))
-    center, scale = off.action_bounds(task)
-    return center + scale * jnp.tanh(mean)
+# ---------------------------------------------------------------------------- acting
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions center + scale * a for observations [B, *obs_shape]: the deterministic
+    a = tanh(mean(s)), or with a key a sample a ~ pi(.|s)."""
+    actor, _ = _nets(config, task)
+    dist = actor.apply(state.actor_params,
+                       flatten_obs(obs, spaces.obs_ndim(task.env, task.params)))
+    a = dist.mode() if key is None else dist.sample_and_log_prob(seed=key)[0]
+    return spaces.to_env_action(a, *off.action_box(task))
 
 
 def evaluate(state: State, key, config, task):
     """Mean return of `eval_episodes` episodes with the deterministic tanh(mean) policy."""
-    return evaluate_episodes(key, task.env, task.params,
-                             lambda obs, k: act(state, obs, config, task),
-                             config.eval_episodes)
+    return evaluate_act(act, state, key, config, task)

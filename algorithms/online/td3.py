@@ -14,8 +14,8 @@ Per environment step (one critic gradient step per transition, "UTD 1"):
                                         theta' <- tau theta + (1 - tau) theta' (actor and critics)
 
 Hyperparameters follow the authors' reference implementation (github.com/sfujimoto/TD3), which
-updated the paper's 400-300 nets, Adam 1e-3 and batch 100 to 256-256, 3e-4 and 256; the noise
-scales, tau and the delay are the paper's. The policy and the critics work with actions in
+uses 256-256 nets, Adam 3e-4 and batch 256 in place of the paper's 400-300, 1e-3 and 100; the
+noise scales, tau and the delay are the paper's. The policy and the critics work with actions in
 [-1, 1]^|A|; the environment receives `center + scale * a` for its Box [low, high], so the noise
 scales above are "times max_action" in environment units, as in the paper.
 
@@ -23,9 +23,10 @@ Pendulum-v1 never terminates, it is truncated at 200 steps: transitions store th
 `info["final_observation"]` as s' and `terminated`, so targets bootstrap through truncation.
 
 The first `learning_starts` environment steps (uniform random actions, no learning) happen in
-`init`; every `update` then runs `num_steps` vectorised env steps, each followed by `num_envs`
-critic steps, with an actor + target step after every `policy_delay`-th critic step. The delay is
-a static unrolled block, so no gradient is computed and then thrown away.
+`init` (`_offpolicy.random_warmup`, as for DQN, DDPG and SAC); every `update` then runs
+`num_steps` vectorised env steps, each followed by `num_envs` critic steps, with an actor + target
+step after every `policy_delay`-th critic step. The delay is a static unrolled block, so no
+gradient is computed and then thrown away.
 """
 from __future__ import annotations
 
@@ -36,18 +37,24 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import struct
 
 from algorithms.core import buffer as replay
-from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core import optim, spaces, tasks
+from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, flatten_obs
 from algorithms.online import _offpolicy as off
-from envs.wrappers import episode_metrics, make_vec_env
+from envs.wrappers import episode_metrics
 
-DEFAULT_ENV = "Pendulum-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "Pendulum-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ("continuous_actions",)
 SWEEPABLE = ("lr", "tau")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -135,7 +142,7 @@ class State:
 def default_config() -> ml_collections.ConfigDict:
     """TD3 paper / reference-implementation hyperparameters (see the module docstring)."""
     c = ml_collections.ConfigDict()
-    c.total_timesteps = 50_000  # environment steps (issue target: Pendulum-v1 >= -200 by 5e4)
+    c.total_timesteps = 50_000  # environment steps, warm-up included
     c.learning_starts = 5_000  # random steps before learning (paper 1e4 / code 25e3 on MuJoCo)
     c.num_envs = 1  # paper: one environment
     c.num_steps = 250  # vectorised env steps per `update`
@@ -157,26 +164,25 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _nets(config, action_dim: int):
+def _nets(config, task):
     hidden = tuple(config.hidden_sizes)
-    return DeterministicPolicy(hidden, action_dim), QEnsemble(hidden, num=2)
+    return (DeterministicPolicy(hidden, spaces.num_actions(task.env, task.params)),
+            QEnsemble(hidden, num=2))
 
 
 def init(key, config, task) -> State:
-    env = make_vec_env(task.env, config.num_envs)
-    action_dim = off.action_dim(task)
-    actor, critic = _nets(config, action_dim)
+    env = off.vec_env(config, task)
+    action_dim = spaces.num_actions(task.env, task.params)
+    actor, critic = _nets(config, task)
     k_env, k_actor, k_critic, k_warm, key = jax.random.split(key, 5)
     obs, env_state = env.reset(k_env, task.params)
-    obs = flatten_obs(obs, off.obs_ndim(task))
+    obs = flatten_obs(obs, spaces.obs_ndim(task.env, task.params))
     actor_params = actor.init(k_actor, obs[0])
     critic_params = critic.init(k_critic, obs[0], jnp.zeros(action_dim))
-    opt = off.injected_adam()  # lr replaced per step
+    opt = optim.optimizer(config.lr, inject_all=True)
     buffer = replay.buffer_init(off.replay_example(obs[0], jnp.zeros(action_dim)),
                                 config.buffer_size)
-    # Warm-up: learning_starts environment steps with uniform random actions.
-    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm,
-                                               action_dim)
+    obs, env_state, buffer = off.random_warmup(env, task, config, env_state, obs, buffer, k_warm)
     return State(actor_params=actor_params, critic_params=critic_params,
                  target_actor_params=actor_params, target_critic_params=critic_params,
                  actor_opt=opt.init(actor_params), critic_opt=opt.init(critic_params),
@@ -184,58 +190,75 @@ def init(key, config, task) -> State:
                  hparams={"lr": jnp.float32(config.lr), "tau": jnp.float32(config.tau)})
 
 
-def critic_update(state, batch: dict, noise_key, actor, critic, discounts: jax.Array, config):
-    """One TD3 critic step on `batch`: smoothed target action (Sec. 5.3), clipped double-Q
-    target (Eq. 10), Adam on the critics; returns (state', metrics).
+def critic_update(critic_params, critic_opt_state, target_actor_params, target_critic_params,
+                  batch: dict, key: jax.Array, discounts: jax.Array, *, actor, critic,
+                  learning_rate: jax.Array, policy_noise: float, noise_clip: float):
+    """One TD3 critic step: smoothed target action (Sec. 5.3), clipped double-Q target (Eq. 10),
+    Adam (`optim.optimizer`) on the critic ensemble.
 
-    Shared by online TD3 and offline TD3+BC: `state` needs target_actor_params,
-    target_critic_params, critic_params, critic_opt and hparams["lr"]; `discounts` [B] is
-    gamma * (1 - terminated) in the caller's terminal convention.
+    Shared by online TD3 and offline TD3+BC, so it takes every input explicitly.
+
+    Args:
+      critic_params, critic_opt_state: the `QEnsemble` `critic`'s parameters and their
+        optimizer state.
+      target_actor_params, target_critic_params: the target networks (Polyak averages).
+      batch: obs [B, obs_dim], action [B, A] in [-1, 1], reward [B], next_obs [B, obs_dim].
+      key: the target-smoothing noise key.
+      discounts: [B] gamma * (1 - terminal) in the caller's terminal convention.
+      actor, critic: the `DeterministicPolicy` and `QEnsemble` modules.
+      learning_rate: Adam's (traced) rate, written into the optimizer state for this step.
+      policy_noise, noise_clip: Sec. 5.3's sigma and c, in normalised action units.
+    Returns: (critic_params', critic_opt_state', {"critic_loss", "q_mean"}).
     """
     next_actions = smoothed_target_actions(
-        noise_key, actor.apply(state.target_actor_params, batch["next_obs"]),
-        policy_noise=config.policy_noise, noise_clip=config.noise_clip)
-    next_q = critic.apply(state.target_critic_params, batch["next_obs"], next_actions)
+        key, actor.apply(target_actor_params, batch["next_obs"]),
+        policy_noise=policy_noise, noise_clip=noise_clip)
+    next_q = critic.apply(target_critic_params, batch["next_obs"], next_actions)
     targets = clipped_double_q_target(next_q[0], next_q[1], batch["reward"], discounts)
 
     def objective(params):
         q = critic.apply(params, batch["obs"], batch["action"])
         return td3_critic_loss(q, targets).mean(), q
 
-    (loss, q), grads = jax.value_and_grad(objective, has_aux=True)(state.critic_params)
-    params, opt_state = off.adam_step(off.injected_adam(), state.critic_opt, state.critic_params,
-                                      grads, state.hparams["lr"])
-    return (state.replace(critic_params=params, critic_opt=opt_state),
-            {"critic_loss": loss, "q_mean": q.mean()})
+    (loss, q), grads = jax.value_and_grad(objective, has_aux=True)(critic_params)
+    opt = optim.optimizer(learning_rate, inject_all=True)
+    params, opt_state = optim.apply_updates(opt, critic_opt_state, critic_params, grads,
+                                            learning_rate)
+    return params, opt_state, {"critic_loss": loss, "q_mean": q.mean()}
 
 
 def _critic_step(state: State, key, config, task):
     """Algorithm 1: sample a minibatch, then `critic_update`."""
-    actor, critic = _nets(config, off.action_dim(task))
+    actor, critic = _nets(config, task)
     k_batch, k_noise = jax.random.split(key)
     batch = replay.buffer_sample(state.buffer, k_batch, config.batch_size)
     discounts = config.gamma * (1.0 - batch["terminated"])
-    state, metrics = critic_update(state, batch, k_noise, actor, critic, discounts, config)
+    critic_params, critic_opt, metrics = critic_update(
+        state.critic_params, state.critic_opt,
+        state.target_actor_params, state.target_critic_params, batch, k_noise, discounts,
+        actor=actor, critic=critic, learning_rate=state.hparams["lr"],
+        policy_noise=config.policy_noise, noise_clip=config.noise_clip)
+    state = state.replace(critic_params=critic_params, critic_opt=critic_opt)
     return state, metrics, batch["obs"]
 
 
 def _actor_step(state: State, obs, config, task):
     """Delayed policy update on the last critic minibatch's states, then Polyak targets."""
-    actor, critic = _nets(config, off.action_dim(task))
+    actor, critic = _nets(config, task)
 
     def objective(params):
         q = critic.apply(state.critic_params, obs, actor.apply(params, obs))
         return td3_actor_loss(q[0]).mean()
 
     loss, grads = jax.value_and_grad(objective)(state.actor_params)
-    params, opt_state = off.adam_step(off.injected_adam(), state.actor_opt, state.actor_params,
-                                      grads, state.hparams["lr"])
+    opt = optim.optimizer(config.lr, inject_all=True)
+    params, opt_state = optim.apply_updates(opt, state.actor_opt, state.actor_params, grads,
+                                            state.hparams["lr"])
     tau = state.hparams["tau"]
     return state.replace(
         actor_params=params, actor_opt=opt_state,
-        target_actor_params=optax.incremental_update(params, state.target_actor_params, tau),
-        target_critic_params=optax.incremental_update(state.critic_params,
-                                                      state.target_critic_params, tau),
+        target_actor_params=optim.polyak(params, state.target_actor_params, tau),
+        target_critic_params=optim.polyak(state.critic_params, state.target_critic_params, tau),
     ), {"actor_loss": loss}
 
 
@@ -248,8 +271,8 @@ def _block_env_steps(config) -> int:
 def update(state: State, config, task):
     """`num_steps` vectorised env steps, each followed by `num_envs` critic steps (UTD 1) and an
     actor + target step after every `policy_delay`-th critic step."""
-    env = make_vec_env(task.env, config.num_envs)
-    actor, _ = _nets(config, off.action_dim(task))
+    env = off.vec_env(config, task)
+    actor, _ = _nets(config, task)
     block = _block_env_steps(config)
     if config.num_steps % block:
         raise ValueError(f"num_steps ({config.num_steps}) must be a multiple of {block} "
@@ -260,9 +283,8 @@ def update(state: State, config, task):
         critic_steps = 0
         for _ in range(block):  # static unroll: `block` env steps
             key, k_act, k_env, k_learn = jax.random.split(state.key, 4)
-            action = actor.apply(state.actor_params, state.obs)
-            noise = config.exploration_noise * jax.random.normal(k_act, action.shape)
-            action = jnp.clip(action + noise, -1.0, 1.0)
+            action = off.gaussian_exploration(actor.apply(state.actor_params, state.obs),
+                                              config.exploration_noise, k_act)
             obs, env_state, tr, stats = off.env_step(env, task, state.env_state, state.obs,
                                                       action, k_env)
             state = state.replace(buffer=replay.buffer_add(state.buffer, tr),
@@ -289,15 +311,17 @@ def update(state: State, config, task):
     return state.replace(step=step), metrics
 
 
-def act(state: State, obs: jax.Array, config, task) -> jax.Array:
-    """Deterministic environment action center + scale * mu(s) (evaluation)."""
-    actor, _ = _nets(config, off.action_dim(task))
-    center, scale = off.action_bounds(task)
-    return center + scale * actor.apply(state.actor_params, flatten_obs(obs, off.obs_ndim(task)))
+# ---------------------------------------------------------------------------- acting
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions center + scale * a for observations [B, *obs_shape]: a = mu(s), or with a
+    key the exploration policy clip(mu(s) + N(0, exploration_noise^2), -1, 1)."""
+    actor, _ = _nets(config, task)
+    a = actor.apply(state.actor_params, flatten_obs(obs, spaces.obs_ndim(task.env, task.params)))
+    if key is not None:
+        a = off.gaussian_exploration(a, config.exploration_noise, key)
+    return spaces.to_env_action(a, *off.action_box(task))
 
 
 def evaluate(state: State, key, config, task):
     """Mean return of `eval_episodes` episodes with the deterministic policy mu(s)."""
-    return evaluate_episodes(key, task.env, task.params,
-                             lambda obs, k: act(state, obs, config, task),
-                             config.eval_episodes)
+    return evaluate_act(act, state, key, config, task)

@@ -21,10 +21,6 @@ step; the advantages are GAE(gamma, lambda) of the value before that regression,
 per batch. Episodes that end are cut; truncated ones bootstrap from V(final observation).
 Defaults: delta = 0.01, 10 CG iterations (Schulman et al. 2015, experiments), damping 0.1
 and line search halving 10 times (OpenAI Baselines' TRPO), lambda = 0.95 (GAE paper's range).
-
-Run: python -m launch.run --algo=trpo --num_seeds=8 --config.total_timesteps=500000
-(CartPole-v1: 500 [500, 500]); add --env=Pendulum-v1 --config.normalize_obs=true for
-Pendulum-v1 (-145.7 [-152.9, -139.0]); final greedy eval returns over 8 seeds.
 """
 from __future__ import annotations
 
@@ -34,16 +30,23 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from algorithms.core import optim, tasks
+from algorithms.core.evaluation import evaluate_act
 from algorithms.core.returns import gae
 from algorithms.online import _onpolicy as op
 
-DEFAULT_ENV = "CartPole-v1"
+TASK_FLAG = "env"
+DEFAULT_TASK = "CartPole-v1"
+PRIMARY_METRIC = "eval/return"
 REQUIRES = ()  # discrete (Categorical) and continuous (Gaussian) actions
 SWEEPABLE = ("lr", "max_kl")
+
+
+def make_task(name, config):
+    return tasks.env_task(name, config, REQUIRES)
 
 
 def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *,
@@ -71,7 +74,7 @@ def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *
         r_new = r - alpha * ap
         rr_new = jnp.vdot(r_new, r_new)
         p_new = r_new + jnp.where(active, rr_new / jnp.where(active, rr, 1.0), 0.0) * p
-        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+        keep = lambda new, old: jnp.where(active, new, old)
         return keep(x_new, x), keep(r_new, r), keep(p_new, p), keep(rr_new, rr)
 
     init = (jnp.zeros_like(b), b, b, jnp.vdot(b, b))
@@ -141,17 +144,22 @@ def default_config() -> ml_collections.ConfigDict:
     c.adam_eps = 1e-5
     c.vf_epochs = 5
     c.vf_minibatches = 16
-    c.hidden = (64, 64)
+    c.hidden_sizes = (64, 64)
     c.activation = "tanh"
     c.normalize_obs = False
     return c
 
 
+def _value_optimizer(config):
+    return optim.optimizer(config.lr, eps=config.adam_eps)
+
+
 def init(key, config, task) -> State:
     k_net, k_state = jax.random.split(key)
-    _, _, pp, vp, _, env_state, obs = op.init_networks(k_net, config, task)
-    return State(policy_params=pp, value_params=vp, value_opt=op.adam(config, config.lr).init(vp),
-                 env_state=env_state, obs=obs, key=k_state, step=jnp.int32(0),
+    _, _, pp, vp, _, env_state, obs = op.init_networks(*jax.random.split(k_net, 3), config, task)
+    return State(policy_params=pp, value_params=vp,
+                 value_opt=_value_optimizer(config).init(vp), env_state=env_state, obs=obs,
+                 key=k_state, step=jnp.int32(0),
                  hparams={"lr": jnp.float32(config.lr), "max_kl": jnp.float32(config.max_kl)})
 
 
@@ -211,8 +219,8 @@ def update(state: State, config, task):
     next_values = value.apply(state.value_params, batch.next_obs)
     advantages, targets = gae(batch.rewards, values, next_values, batch.terminated, batch.dones,
                               config.gamma, config.gae_lambda)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
-    obs_b, act_b, adv_b, tgt_b = map(flat, (batch.obs, batch.actions, advantages, targets))
+    obs_b, act_b, adv_b, tgt_b = map(op.flatten_time, (batch.obs, batch.actions, advantages,
+                                                       targets))
     if config.normalize_advantages:
         adv_b = (adv_b - adv_b.mean()) / (adv_b.std() + 1e-8)
 
@@ -226,8 +234,8 @@ def update(state: State, config, task):
     n = obs_b.shape[0]
     num_mb = int(config.vf_minibatches)
     mb = n // num_mb
-    vtx = op.adam(config, config.lr)
-    vopt = op.with_learning_rate(state.value_opt, state.hparams["lr"])
+    vtx = _value_optimizer(config)
+    vopt = optim.set_learning_rate(state.value_opt, state.hparams["lr"])
 
     def value_loss(params, o, t):
         return 0.5 * jnp.mean(jnp.square(t - value.apply(params, o)))
@@ -238,8 +246,7 @@ def update(state: State, config, task):
         def minibatch(carry, idx):
             params, opt = carry
             loss, g = jax.value_and_grad(value_loss)(params, obs_b[idx], tgt_b[idx])
-            u, opt = vtx.update(g, opt, params)
-            return (optax.apply_updates(params, u), opt), loss
+            return optim.apply_updates(vtx, opt, params, g), loss
 
         return jax.lax.scan(minibatch, carry, perm)
 
@@ -252,6 +259,12 @@ def update(state: State, config, task):
     return new, metrics
 
 
-def evaluate(state: State, key, config, task):
+def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
+    """Env actions for raw observations [B, *obs_shape]: the policy's mode, or a sample."""
     policy, _ = op.build_networks(config, task)
-    return op.evaluate_policy(policy, state.policy_params, state.env_state, key, config, task)
+    return op.act(policy, state.policy_params, state.env_state, obs, task, key)
+
+
+def evaluate(state: State, key, config, task):
+    """Mean undiscounted return of greedy (mode-action) episodes."""
+    return evaluate_act(act, state, key, config, task)
