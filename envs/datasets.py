@@ -17,6 +17,13 @@ D4RL's: D4RL files may lack `next_observations` (derived as `d4rl.qlearning_data
 `_derive_next_observations`) and `timeouts` (then all False), and carry a `metadata/` group
 (its small entries are kept under metadata["d4rl_metadata"]).
 
+Sets. The five kinds of one prefix are generated together and share their reference returns.
+`save_set` writes them as one set (staged in a hidden folder, then renamed into place; every
+file's metadata carries the same SET_ID), `check_set` / `inspect_set` tell a complete set from
+one with a missing, damaged or mixed file (files without a SET_ID count as one set when their
+seed, code version and reference returns agree), and `clean_temporaries` removes what killed
+writers left in the cache.
+
 Minari (Farama Foundation, https://minari.farama.org) datasets are read with h5py only, from
 the on-disk layout of Minari's HDF5 storage: <root>/<dataset id>/data/main_data.hdf5 with one
 group `episode_<i>` per episode holding observations [T+1, ...] (the final observation
@@ -40,6 +47,7 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 from typing import Any, Mapping
 
 import numpy as np
@@ -65,6 +73,8 @@ _SPEC = {"observations": (2, np.float32), "actions": (2, np.float32),
 # Root attribute listing the metadata keys stored as JSON text.
 _JSON_ATTRS = "_json_attrs"
 _DEFAULT_CACHE = "~/.cache/jaxrl-diffusion-lab/datasets"
+# Metadata key: the token shared by the five files of one generation (`save_set`).
+SET_ID = "set_id"
 
 
 class DatasetError(ValueError):
@@ -113,9 +123,22 @@ def parse_name(name: str) -> tuple[str, str, str]:
 
 
 def cache_dir() -> pathlib.Path:
-    """$JAXRL_DATASETS_DIR if set, else ~/.cache/jaxrl-diffusion-lab/datasets (created)."""
-    path = pathlib.Path(os.environ.get("JAXRL_DATASETS_DIR") or _DEFAULT_CACHE).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    """$JAXRL_DATASETS_DIR if set, else ~/.cache/jaxrl-diffusion-lab/datasets (created).
+
+    Raises DatasetError naming the path when it is a file, lies under a file or cannot be
+    created.
+    """
+    value = os.environ.get("JAXRL_DATASETS_DIR")
+    path = pathlib.Path(value or _DEFAULT_CACHE).expanduser()
+    what = f"$JAXRL_DATASETS_DIR={value}" if value else f"the dataset cache {path}"
+    if path.exists() and not path.is_dir():
+        raise DatasetError(f"{what} is a file, not a directory; point JAXRL_DATASETS_DIR at a "
+                           "directory (created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"{what}: cannot create the directory {path}: "
+                           f"{e.strerror or e}") from e
     return path
 
 
@@ -375,6 +398,178 @@ def _derive_next_observations(arrays: Mapping[str, np.ndarray]) -> dict[str, np.
     out["next_observations"] = np.concatenate([obs[1:], obs[-1:]])[keep]
     out["timeouts"] = (before_dropped & ~terminals)[keep]
     return out
+
+
+# ----------------------------------------------------------------------------- cached sets
+
+def set_names(prefix: str) -> list[str]:
+    """The five registered names generated together, f"{prefix}-{kind}-v0" for each of KINDS."""
+    if prefix not in ENVS:
+        raise DatasetError(f"unknown dataset prefix {prefix!r}; valid: {', '.join(ENVS)}")
+    return [f"{prefix}-{kind}-v0" for kind in KINDS]
+
+
+def repair_command(prefix: str) -> str:
+    return f"python -m launch.datasets --env={prefix} --force"
+
+
+@dataclasses.dataclass
+class CachedFile:
+    """One file of a cached set as `inspect_set` found it.
+
+    status: "ok", "missing", "damaged" (does not read as a dataset) or "mixed" (readable, but
+    from another generation than the rest of the set); detail says why.
+    """
+    name: str
+    path: pathlib.Path
+    status: str
+    detail: str = ""
+    metadata: dict | None = None
+    dataset: Dataset | None = None
+
+
+def _identity(metadata: Mapping[str, Any]) -> tuple:
+    """What the files of one generation share: its set id; for files written without one,
+    their seed, code version and reference returns."""
+    if metadata.get(SET_ID) is not None:
+        return (SET_ID, str(metadata[SET_ID]))
+    return ("legacy", metadata.get("seed"), metadata.get("code_version"),
+            metadata.get("ref_min_score"), metadata.get("ref_max_score"))
+
+
+def _describe(metadata: Mapping[str, Any]) -> str:
+    def number(x):
+        return f"{x:.6g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else repr(x)
+    return (f"seed {metadata.get('seed')!r}, ref_min_score {number(metadata.get('ref_min_score'))}"
+            f", ref_max_score {number(metadata.get('ref_max_score'))}")
+
+
+def inspect_set(prefix: str, *, read_arrays: bool = False) -> list[CachedFile]:
+    """The five files of the cached set `prefix` (`set_names`), each with its status.
+
+    damaged: not a readable HDF5 dataset (a truncated or overwritten file, metadata that is not
+    JSON, a folder in its place; with read_arrays, the whole `load_hdf5` and its validation).
+    mixed: readable but not from the generation that most readable files come from (another
+    `SET_ID`, or, for files written without one, another seed, code version or reference
+    returns): what an interrupted or concurrent generation leaves. Never raises for a file's
+    content; the cache directory itself may raise (see `cache_dir`).
+    """
+    files = []
+    for name in set_names(prefix):
+        path = dataset_path(name)
+        if not os.path.lexists(path):
+            files.append(CachedFile(name, path, "missing", "not generated"))
+            continue
+        if not path.is_file():
+            files.append(CachedFile(name, path, "damaged", "not a regular file"))
+            continue
+        try:
+            if read_arrays:
+                dataset = load_hdf5(path)
+                metadata = dataset.metadata
+            else:
+                dataset = None
+                with _open_hdf5(path) as f:
+                    metadata = _read_attrs(f, str(path))
+        except DatasetError as e:
+            files.append(CachedFile(name, path, "damaged", str(e).removeprefix(f"{path}: ")))
+            continue
+        files.append(CachedFile(name, path, "ok", "", metadata, dataset))
+    groups: dict[tuple, list[CachedFile]] = {}
+    for f in files:
+        if f.status == "ok":
+            groups.setdefault(_identity(f.metadata), []).append(f)
+    if len(groups) > 1:
+        main = max(groups.values(), key=len)  # the first of the largest groups, in KINDS order
+        for f in files:
+            if f.status == "ok" and f not in main:
+                f.status = "mixed"
+                others = ", ".join(m.path.name for m in main)
+                f.detail = (f"from another generation ({_describe(f.metadata)}) than {others} "
+                            f"({_describe(main[0].metadata)})")
+    return files
+
+
+def check_set(prefix: str) -> None:
+    """Nothing if the cached set `prefix` is complete, readable and from one generation; else
+    DatasetError, one line naming each bad file and the command that regenerates the set."""
+    bad = [f for f in inspect_set(prefix) if f.status != "ok"]
+    if not bad:
+        return
+    problems = "; ".join(f"{f.path.name} is {f.detail}" if f.status == "mixed" else
+                         f"{f.path.name} is {f.status} ({f.detail})" for f in bad)
+    raise DatasetError(f"the cached {prefix} datasets in {cache_dir()} are not one complete "
+                       f"set: {problems}; repair: {repair_command(prefix)}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except (OverflowError, ValueError, OSError):
+        return False
+    return True
+
+
+def clean_temporaries(directory=None) -> list[pathlib.Path]:
+    """Removes what killed writers left in `directory` (default: the cache): the hidden
+    ".<name>.<pid>.<token>.tmp" files of `save_hdf5` and folders of `save_set` whose process
+    <pid> no longer runs on this machine. Returns the removed paths."""
+    directory = cache_dir() if directory is None else pathlib.Path(directory)
+    removed = []
+    for entry in sorted(directory.iterdir()):
+        parts = entry.name[:-len(".tmp")].rsplit(".", 2)
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp") and len(parts) == 3
+                and parts[1].isdigit()):
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def save_set(prefix: str, datasets: Mapping[str, Dataset]) -> dict[str, pathlib.Path]:
+    """Writes the five datasets of `prefix` into the cache as one set; returns {name: path}.
+
+    Every file gets the same fresh metadata[SET_ID]. The files are first written (each with
+    `save_hdf5`) into a hidden staging folder in the cache, then renamed over the cached ones
+    one after the other: an interruption while writing leaves the cached set untouched, and
+    one during the renames leaves a set that `check_set` reports as mixed. Stale temporaries
+    of killed writers are removed first (`clean_temporaries`).
+    """
+    names = set_names(prefix)
+    if sorted(datasets) != sorted(names):
+        raise DatasetError(f"a {prefix} set needs exactly the datasets {names}; got "
+                           f"{sorted(datasets)}")
+    directory = cache_dir()
+    clean_temporaries(directory)
+    in_the_way = [dataset_path(n) for n in names
+                  if os.path.lexists(dataset_path(n)) and not dataset_path(n).is_file()]
+    if in_the_way:
+        raise DatasetError(f"{in_the_way[0]} is not a regular file; move it away and generate "
+                           "again")
+    set_id = secrets.token_hex(8)
+    staging = directory / f".{prefix}-set.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    staging.mkdir()
+    try:
+        for name in names:
+            ds = datasets[name]
+            save_hdf5(staging / f"{name}.hdf5",
+                      Dataset(ds.arrays, {**ds.metadata, SET_ID: set_id}))
+        for name in names:
+            os.replace(staging / f"{name}.hdf5", dataset_path(name))
+        _fsync_dir(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {name: dataset_path(name) for name in names}
 
 
 # ----------------------------------------------------------------------------- Minari

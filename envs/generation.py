@@ -39,9 +39,10 @@ are recovered from the buffer order with `algorithms.core.episodes.episode_ends`
 
 ref_min_score = the random data's mean episode return, ref_max_score = the expert data's,
 shared by all five kinds of an environment. Everything is a function of `seed` (one root key,
-split per stage): the same seed gives bit-identical arrays. The five files are written with
-`envs.datasets.save_hdf5` (atomic) after everything was generated; their metadata records the
-settings, the chosen snapshots, the learning curve and the code version.
+split per stage): the same seed gives bit-identical arrays. The five files are written as one
+set with `envs.datasets.save_set` after everything was generated (an interrupted write never
+leaves a mix of two generations unnoticed); their metadata records the settings, the chosen
+snapshots, the learning curve, the code version and the set id.
 """
 from __future__ import annotations
 
@@ -262,6 +263,7 @@ def generate(prefix: str, *, seed: int = 0, progress: bool = True,
                                         f"{', '.join(datasets_lib.ENVS)}")
     env_id = datasets_lib.ENVS[prefix]
     settings = generation_settings(prefix, overrides)
+    datasets_lib.cache_dir()  # a cache path that is a file fails now, not after the training
     prog = _programs(env_id, settings)
     config = prog.config
     space = prog.env.action_space(prog.env_params)
@@ -367,7 +369,7 @@ def generate(prefix: str, *, seed: int = 0, progress: bool = True,
                               f"the learning policy) up to the medium snapshot"),
             "medium-expert": "the medium data followed by the expert data",
         }
-        paths = {}
+        datasets = {}
         for kind in datasets_lib.KINDS:
             name = f"{prefix}-{kind}-v0"
             arrays = data[kind]
@@ -378,9 +380,9 @@ def generate(prefix: str, *, seed: int = 0, progress: bool = True,
                         "num_episodes": int(np.sum(ends)),
                         "ref_min_score": ref_min, "ref_max_score": ref_max,
                         "code_version": code_version(), "generator": generator}
-            path = datasets_lib.save_hdf5(datasets_lib.dataset_path(name),
-                                          datasets_lib.Dataset(arrays, metadata))
-            paths[name] = str(path)
+            datasets[name] = datasets_lib.Dataset(arrays, metadata)
+        paths = {name: str(path) for name, path in
+                 datasets_lib.save_set(prefix, datasets).items()}
         advance("done")
     finally:
         if bar is not None:
@@ -395,7 +397,8 @@ def _config_dict(config) -> dict:
 def ensure(name: str, *, progress: bool = True) -> pathlib.Path:
     """Path of the cached dataset `name`; if the file is missing, its environment's five
     datasets are generated first (seed 0). Only a complete file at the exact path counts: a
-    leftover temporary file of an interrupted write is ignored."""
+    leftover temporary of an interrupted write is ignored (and removed by the generation).
+    Whether the cached set is complete and from one generation is `envs.datasets.check_set`."""
     prefix = datasets_lib.parse_name(name)[0]
     path = datasets_lib.dataset_path(name)
     if not path.is_file():

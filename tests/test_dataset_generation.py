@@ -8,6 +8,7 @@ The generation's jitted programs are built once per process for these settings, 
 and later generations compile nothing.
 """
 import os
+import shutil
 import types
 
 import jax
@@ -18,6 +19,7 @@ import pytest
 from algorithms.core import episodes
 from algorithms.online import sac
 from envs import datasets as dl
+from algorithms.offline import bc, common
 from envs import generation as gen
 from launch import datasets as cli
 
@@ -217,8 +219,10 @@ def test_ensure_ignores_a_leftover_temp_file_and_generates(tmp_path, monkeypatch
     assert calls == ["pendulum"]
 
 
-def test_interrupted_generation_writes_no_partial_file_and_ensure_recovers(tmp_path,
-                                                                          monkeypatch):
+def test_interrupted_generation_leaves_the_cached_set_untouched_and_ensure_recovers(
+        generated, tmp_path, monkeypatch):
+    """Interrupted while writing the fourth file: the files were staged, so the cache holds
+    exactly the set it held before (here: none; then the generated one) and no temporary."""
     monkeypatch.setenv("JAXRL_DATASETS_DIR", str(tmp_path))
     real_save = dl.save_hdf5
 
@@ -230,13 +234,22 @@ def test_interrupted_generation_writes_no_partial_file_and_ensure_recovers(tmp_p
     monkeypatch.setattr(dl, "save_hdf5", failing_save)
     with pytest.raises(KeyboardInterrupt):
         gen.generate("pendulum", seed=SEED, progress=False, overrides=TINY)
-    written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == sorted(f"pendulum-{k}-v0.hdf5" for k in ("random", "medium", "expert"))
+    assert list(tmp_path.iterdir()) == []
+    cache, _ = generated
+    for name in NAMES:
+        shutil.copy(cache / f"{name}.hdf5", tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate("pendulum", seed=SEED + 1, progress=False, overrides=TINY)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    dl.check_set("pendulum")
     monkeypatch.setattr(dl, "save_hdf5", real_save)
+    (tmp_path / "pendulum-medium-replay-v0.hdf5").unlink()
     real = gen.generate
     monkeypatch.setattr(gen, "generate", lambda prefix, **kw: real(
         prefix, seed=SEED, progress=False, overrides=TINY))
     assert os.path.isfile(gen.ensure("pendulum-medium-replay-v0", progress=False))
+    dl.check_set("pendulum")
 
 
 def test_bad_requests_name_the_valid_choices():
@@ -275,3 +288,98 @@ def test_command_line_table_and_list(generated, monkeypatch):
     out.clear()
     bad = types.SimpleNamespace(list=False, env="nope", seed=0, force=False, progress=False)
     assert cli.main(["datasets"], bad, out.append) == 2 and "pendulum" in out[0]
+
+
+# ---------------------------------------------------------------------------- one set, repairs
+def _copy_set(generated, directory):
+    cache, _ = generated
+    directory.mkdir(exist_ok=True)
+    for name in NAMES:
+        shutil.copy(cache / f"{name}.hdf5", directory)
+    return directory
+
+
+def _tiny_generate(monkeypatch):
+    real = gen.generate
+    calls = []
+
+    def tiny(prefix, *, seed=0, progress=True, overrides=None):
+        calls.append(seed)
+        return real(prefix, seed=seed, progress=False, overrides=TINY)
+
+    monkeypatch.setattr(gen, "generate", tiny)
+    return calls
+
+
+def _flags(**kw):
+    return types.SimpleNamespace(**{"list": False, "env": "pendulum", "seed": SEED,
+                                    "force": False, "progress": False, **kw})
+
+
+def test_the_five_files_share_one_set_id(generated):
+    _, data = generated
+    ids = {data[name].metadata[dl.SET_ID] for name in NAMES}
+    assert len(ids) == 1 and len(ids.pop()) == 16
+    dl.check_set("pendulum")
+
+
+def test_generation_interrupted_after_its_first_file_leaves_a_mix_that_is_refused_then_repaired(
+        generated, tmp_path, monkeypatch):
+    """A generation stopped right after its first file replaced the cached one (the real kill
+    of a writer is tests/test_dataset_sets.py): make_task, launch.run's path, refuses the mix
+    in one line naming the repair command, and `launch.datasets --force` repairs it."""
+    cache = _copy_set(generated, tmp_path / "cache")
+    monkeypatch.setenv("JAXRL_DATASETS_DIR", str(cache))
+    real_replace = os.replace
+
+    def replace_then_stop(src, dst):
+        real_replace(src, dst)
+        if os.path.dirname(os.fspath(dst)) == str(cache):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate("pendulum", seed=SEED + 1, progress=False, overrides=TINY)
+    monkeypatch.setattr(os, "replace", real_replace)
+    seeds = {n: dl.load_metadata(cache / f"{n}.hdf5")["seed"] for n in NAMES}
+    assert seeds == {n: SEED + 1 if "random" in n else SEED for n in NAMES}
+    config = bc.default_config()
+    with pytest.raises(ValueError) as e:
+        common.make_task("pendulum-medium-v0", config)
+    message = str(e.value)
+    assert "\n" not in message and "pendulum-random-v0.hdf5 is from another generation" in message
+    assert f"(seed {SEED + 1}, " in message and message.endswith(
+        "repair: python -m launch.datasets --env=pendulum --force")
+    calls = _tiny_generate(monkeypatch)
+    assert cli.main(["datasets"], _flags(force=True), [].append) == 0
+    assert calls == [SEED]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.hdf5" for n in NAMES)
+    dl.check_set("pendulum")
+    assert common.make_task("pendulum-medium-v0", config).name == "pendulum-medium-v0"
+
+
+def test_force_repairs_a_truncated_file_that_list_shows_as_damaged(generated, tmp_path,
+                                                                   monkeypatch):
+    cache = _copy_set(generated, tmp_path / "cache")
+    monkeypatch.setenv("JAXRL_DATASETS_DIR", str(cache))
+    path = cache / "pendulum-expert-v0.hdf5"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    out = []
+    assert cli.main(["datasets"], _flags(list=True), out.append) == 0
+    line = next(x for x in out if "pendulum-expert-v0" in x)
+    assert "DAMAGED" in line and "truncated" in line and "--env=pendulum --force" in line
+    assert all(x.endswith(" ok") for x in out if "pendulum-random-v0" in x)
+    with pytest.raises(ValueError, match="pendulum-expert-v0.hdf5 is damaged .*--force"):
+        common.make_task("pendulum-medium-v0", bc.default_config())
+    calls = _tiny_generate(monkeypatch)
+    out.clear()
+    assert cli.main(["datasets"], _flags(force=True), out.append) == 0
+    assert calls == [SEED]
+    dl.check_set("pendulum")
+    # Without --force a damaged cache is regenerated too (it is not the asked-for set).
+    path.write_bytes(b"garbage")
+    out.clear()
+    assert cli.main(["datasets"], _flags(), out.append) == 0
+    assert calls == [SEED, SEED] and "generated the pendulum datasets" in out[0]
+    dl.check_set("pendulum")

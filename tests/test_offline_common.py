@@ -136,8 +136,9 @@ def test_make_task_generates_a_missing_registered_dataset(tmp_path, monkeypatch,
     def fake_ensure(name, *, progress=True):
         calls.append(name)
         ds = tiny_pendulum_dataset()
-        return datasets_lib.save_hdf5(datasets_lib.dataset_path(name),
-                                      Dataset(ds.arrays, {**ds.metadata, "name": name}))
+        datasets_lib.save_set("pendulum", {n: Dataset(ds.arrays, {**ds.metadata, "name": n})
+                                           for n in datasets_lib.set_names("pendulum")})
+        return datasets_lib.dataset_path(name)
 
     monkeypatch.setattr(generation, "ensure", fake_ensure)
     task = common.make_task("pendulum-medium-v0", _config())

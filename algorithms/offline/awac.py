@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core import optim
+from algorithms.core import config_rules, optim
 from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy
 from algorithms.offline import common
 from algorithms.online.td3 import clipped_double_q_target, td3_critic_loss
@@ -59,6 +59,9 @@ DEFAULT_TASK = common.DEFAULT_TASK
 PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr", "tau", "awac_lambda")
 make_task = common.make_task
+CONFIG_RULES = {**common.CONFIG_RULES,
+                "awac_lambda": config_rules.positive,  # divides the advantages (Eq. 13)
+                "max_weight": config_rules.positive}  # log(max_weight) clips the exponent
 
 
 # ---------------------------------------------------------------------------- losses

@@ -27,6 +27,7 @@ DEFAULT_TASK = common.DEFAULT_TASK
 PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr",)
 make_task = common.make_task
+CONFIG_RULES = common.CONFIG_RULES
 
 
 def bc_loss(predicted_actions: jax.Array, dataset_actions: jax.Array) -> jax.Array:

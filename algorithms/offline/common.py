@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 import envs
-from algorithms.core import scores, spaces
+from algorithms.core import config_rules, scores, spaces
 from algorithms.core.evaluation import evaluate_act
 from envs import datasets as datasets_lib
 
@@ -33,6 +33,16 @@ from envs import datasets as datasets_lib
 TASK_FLAG = "dataset"
 DEFAULT_TASK = "pendulum-medium-v0"  # generated on first use (SAC behaviour policies)
 PRIMARY_METRIC = "eval/normalized_score"
+
+# Allowed values of the shared fields (algorithms.core.config_rules; its vocabulary covers the
+# others): gamma < 1, since the datasets' episodes end in timeouts that bootstrap (with
+# gamma = 1 the values of a task without terminations are unbounded); a Polyak rate tau > 0
+# that moves the targets. Each module adds its own fields.
+CONFIG_RULES = {
+    "steps_per_update": config_rules.count,
+    "gamma": config_rules.in_range(0.0, 1.0, high_open=True),
+    "tau": config_rules.in_range(0.0, 1.0, low_open=True),
+}
 
 
 class OfflineTask(NamedTuple):
@@ -77,15 +87,55 @@ def offline_config() -> ml_collections.ConfigDict:
 
 
 def ensure_dataset(name: str) -> None:
-    """Generate (and cache) a registered dataset whose cache file is missing; else nothing.
+    """A registered dataset ready to load: generated (and cached) when its cache file is
+    missing, then its cached set checked (`envs.datasets.check_set`: complete, readable, from
+    one generation; else DatasetError naming the repair command).
 
     Paths, "minari:<id>" and unknown names pass through (`envs.datasets.load` reports them).
     """
-    if name in datasets_lib.dataset_names() and not datasets_lib.dataset_path(name).is_file():
+    if name not in datasets_lib.dataset_names():
+        return
+    if not datasets_lib.dataset_path(name).is_file():
         from envs import generation
         print(f"Dataset {name} is not in {datasets_lib.cache_dir()} yet: generating it "
               "(behaviour policies trained by SAC; done once, then cached).", flush=True)
         generation.ensure(name)
+    datasets_lib.check_set(datasets_lib.parse_name(name)[0])
+
+
+def check_dataset(dataset: datasets_lib.Dataset, env, params, source: str) -> dict:
+    """The dataset's arrays (`envs.datasets.validate`: keys, shapes, finite values) after
+    checking them against the environment they are evaluated in: a continuous (Box) action
+    space of the dataset's action shape, observations with as many features as the env's,
+    finite reference returns that differ. Raises ValueError, one line starting with `source`.
+    """
+    arrays = datasets_lib.validate(dataset.arrays, source)
+    meta = dataset.metadata
+    env_name = meta["env"]
+    space = env.action_space(params)
+    if spaces.is_discrete(env, params):
+        raise ValueError(f"{source}: {env_name} has discrete actions; the offline algorithms "
+                         "need a continuous (Box) action space")
+    if arrays["actions"].shape[1:] != space.shape:
+        raise ValueError(f"{source}: dataset actions have shape {arrays['actions'].shape[1:]}, "
+                         f"but {env_name} actions have shape {space.shape}")
+    obs_shape = env.observation_space(params).shape
+    features = int(np.prod(obs_shape))
+    if arrays["observations"].shape[1] != features:
+        raise ValueError(f"{source}: dataset observations have {arrays['observations'].shape[1]} "
+                         f"features, but {env_name} observations have shape {obs_shape} "
+                         f"({features} features): recorded in another environment or with other "
+                         "env options?")
+    lo, hi = meta["ref_min_score"], meta["ref_max_score"]
+    try:
+        ok = bool(np.isfinite([float(lo), float(hi)]).all()) and float(lo) != float(hi)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{source}: reference returns ref_min_score={lo!r}, ref_max_score="
+                         f"{hi!r} must be finite numbers that differ (the normalized score "
+                         "divides by their difference)")
+    return arrays
 
 
 def make_task(dataset, config) -> OfflineTask:
@@ -93,33 +143,34 @@ def make_task(dataset, config) -> OfflineTask:
     cache, generated first when missing), a path to a D4RL-style HDF5 file or "minari:<id>".
 
     The evaluation environment is the dataset's `metadata["env"]` (a gymnax id) with its
-    `env_options`; `config.env` options, when given, override them.
+    `env_options`; `config.env` options, when given, override them. The data is checked
+    against that environment before anything is trained (`check_dataset`).
     """
-    if not isinstance(dataset, datasets_lib.Dataset):
+    if isinstance(dataset, datasets_lib.Dataset):
+        source = f"dataset {dataset.metadata.get('name', '?')!r}"
+    else:
         name = os.fspath(DEFAULT_TASK if dataset is None else dataset)
         ensure_dataset(name)
         dataset = datasets_lib.load(name)
+        source = (str(datasets_lib.dataset_path(name)) if name in datasets_lib.dataset_names()
+                  else str(dataset.metadata.get("source", name)))
     meta = dataset.metadata
     env_name = meta.get("env")
     if not env_name:
-        raise ValueError(f"dataset {meta.get('name', '?')!r} names no environment in its "
-                         "metadata ('env'); offline algorithms evaluate in that gymnax env")
+        raise ValueError(f"{source} names no environment in its metadata ('env'); offline "
+                         "algorithms evaluate in that gymnax env")
     missing = [k for k in ("ref_min_score", "ref_max_score") if meta.get(k) is None]
     if missing:
-        raise ValueError(f"dataset {meta.get('name', '?')!r} has no {' / '.join(missing)} in its "
-                         "metadata: the D4RL normalized score needs the random and expert "
-                         "reference returns of its environment")
+        raise ValueError(f"{source} has no {' / '.join(missing)} in its metadata: the D4RL "
+                         "normalized score needs the random and expert reference returns of "
+                         "its environment")
     options = dict(meta.get("env_options") or {})
     if "env" in config:
         options.update({k: v for k, v in dict(config.env).items()
                         if k in envs.env_options(env_name)})
     env, params = envs.make(env_name, **options)
-    space = env.action_space(params)
-    center, scale = spaces.box_center_scale(space)
-    a = dataset.arrays
-    if a["actions"].shape[1:] != space.shape:
-        raise ValueError(f"dataset actions have shape {a['actions'].shape[1:]}, but {env_name} "
-                         f"actions have shape {space.shape}")
+    a = check_dataset(dataset, env, params, source)
+    center, scale = spaces.box_center_scale(env.action_space(params))
     obs = a["observations"].astype(np.float32)
     if bool(config.get("normalize_observations", False)):
         mean, std = obs.mean(0), obs.std(0) + 1e-3

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from algorithms.core import optim
+from algorithms.core import config_rules, optim
 from algorithms.offline import common, sac_n
 
 TASK_FLAG = common.TASK_FLAG
@@ -50,6 +50,11 @@ DEFAULT_TASK = common.DEFAULT_TASK
 PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("cql_alpha", "target_action_gap", "actor_lr", "critic_lr")
 make_task = common.make_task
+CONFIG_RULES = {**sac_n.CONFIG_RULES,
+                "cql_alpha": config_rules.non_negative,  # 0: no conservative penalty (SAC-N)
+                "cql_n_actions": config_rules.count,
+                "target_action_gap": config_rules.finite(),
+                "init_alpha_prime": config_rules.positive}  # trained as log alpha'
 act = sac_n.act  # the SAC policy: tanh(mean(s)), or a sample with a key
 evaluate = sac_n.evaluate
 

@@ -33,6 +33,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from algorithms.core import config_rules
 from algorithms.core.networks import QEnsemble, QNet
 from algorithms.offline import common, sac_n
 
@@ -41,6 +42,8 @@ DEFAULT_TASK = common.DEFAULT_TASK
 PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("eta", "lr")
 make_task = common.make_task
+CONFIG_RULES = {**sac_n.CONFIG_RULES,
+                "eta": config_rules.non_negative}  # 0: SAC-N
 State = sac_n.State
 act = sac_n.act
 evaluate = sac_n.evaluate

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core import episodes, optim
+from algorithms.core import config_rules, episodes, optim
 from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, ValueNet
 from algorithms.offline import common
 
@@ -60,6 +60,14 @@ SWEEPABLE = ("lr", "tau", "expectile", "beta")
 make_task = common.make_task
 
 ACTOR_SCHEDULES = ("cosine", "constant")
+CONFIG_RULES = {**common.CONFIG_RULES,
+                # tau of Eq. 5, in (0, 1): at 0 or 1 the loss ignores one sign of the error, so
+                # any V below the minimum / above the maximum of Q minimises it.
+                "expectile": config_rules.in_range(0.0, 1.0, low_open=True, high_open=True),
+                "beta": config_rules.non_negative,  # 0: behaviour cloning
+                "max_weight": config_rules.positive,  # log(max_weight) clips the exponent
+                "actor_schedule": config_rules.one_of(*ACTOR_SCHEDULES),
+                "reward_range": config_rules.non_negative}  # 0: the longest episode
 
 
 # ---------------------------------------------------------------------------- losses

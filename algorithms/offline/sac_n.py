@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from algorithms.core import optim
+from algorithms.core import config_rules, optim
 from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, TanhNormal
 from algorithms.offline import common
 from algorithms.online.sac import sac_actor_loss, sac_alpha_loss, sac_critic_loss, soft_q_target
@@ -42,6 +42,9 @@ DEFAULT_TASK = common.DEFAULT_TASK
 PRIMARY_METRIC = common.PRIMARY_METRIC
 SWEEPABLE = ("lr",)
 make_task = common.make_task
+CONFIG_RULES = {**common.CONFIG_RULES,
+                "init_alpha": config_rules.positive,  # the temperature is trained as log alpha
+                "target_entropy": config_rules.finite()}
 
 
 @struct.dataclass
