@@ -1,6 +1,7 @@
 """Environment registry: `make(name, **options) -> (env, env_params)`.
 
-Resolves the codebase's own environments (the book's grid worlds), every gymnax one and, with
+Resolves the codebase's own environments (the book's grid worlds, and `mdp:<file.npz>`: a
+finite MDP from arrays P[s, a, s'], R[s, a], see `envs.mdp`), every gymnax one and, with
 the optional brax extra, brax locomotion (`brax-hopper`, `brax-halfcheetah`, `brax-walker2d`;
 see `envs.brax_envs`).
 Options are split in two: constructor options of our own environments (static: they fix
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 import gymnax
 
 from envs.brax_envs import BRAX_ENVS, BraxEnv
+from envs import mdp
 from envs.gridworld import GridWorld
 from envs.tabular import TabularMDP
 
@@ -37,11 +39,17 @@ _OWN_ENVS: dict[str, tuple[type, dict[str, Any]]] = {
 
 
 def list_envs() -> list[str]:
-    """Every name `make` accepts."""
-    return sorted(_OWN_ENVS) + sorted(gymnax.registered_envs)
+    """Every name `make` accepts (`mdp:<file.npz>` stands for any .npz path)."""
+    return sorted(_OWN_ENVS) + [f"{mdp.PREFIX}<file.npz>"] + sorted(gymnax.registered_envs)
+
+
+def _is_array_mdp(name: str) -> bool:
+    return name.startswith(mdp.PREFIX)
 
 
 def _check_name(name: str) -> None:
+    if _is_array_mdp(name):
+        return
     if name not in _OWN_ENVS and name not in gymnax.registered_envs:
         raise ValueError(f"unknown environment {name!r}; valid choices: {', '.join(list_envs())}")
 
@@ -54,6 +62,8 @@ def _scalar_fields(params) -> dict[str, Any]:
 def env_options(name: str) -> dict[str, Any]:
     """All options of environment `name` with their defaults (constructor + EnvParams)."""
     _check_name(name)
+    if _is_array_mdp(name):
+        return _scalar_fields(mdp.EnvParams())  # the file is read (and checked) by `make`
     if name in _OWN_ENVS:
         cls, fixed = _OWN_ENVS[name]
         # the fixed constructor kwargs define the registered name: they are not options
@@ -74,7 +84,10 @@ def make(name: str, **options):
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for environment {name!r}; "
                          f"valid options: {', '.join(sorted(valid))}")
-    if name in _OWN_ENVS:
+    if _is_array_mdp(name):
+        env = mdp.load(mdp.path_of(name))
+        params = env.default_params
+    elif name in _OWN_ENVS:
         cls, fixed = _OWN_ENVS[name]
         ctor_names = set(inspect.signature(cls.__init__).parameters) - {"self"}
         ctor = {**fixed, **{k: v for k, v in options.items() if k in ctor_names}}

@@ -3,7 +3,7 @@
 The book's model, as a gymnax 1.x `Environment` that also exposes its exact model:
 
 * States are the cells, numbered row-major from the top left (state = row * width + col).
-* Actions a1..a5 = up, right, down, left, stay.
+* Actions a1..a5 = up, right, down, left, stay (the default action set; see `actions`).
 * A move off the grid leaves the agent in place. Forbidden cells can be entered.
 * The reward depends on the cell the move *aims at*: off the grid -> r_boundary; into (or
   staying in) a forbidden cell -> r_forbidden; into (or staying on) the target -> r_target;
@@ -18,8 +18,19 @@ Options beyond the book's default (all on the command line through `--config.env
   still costs r_forbidden. Wall cells keep their state numbers but are never occupied.
 * `terminal_target=True`: reaching the target ends the episode (episodic path finding); in the
   exact model the target is absorbing with reward 0.
-* `slip_prob`: with this probability the executed action is drawn uniformly from all five
-  actions instead of the chosen one (so the chosen one happens with 1 - p + p/5).
+* `slip_prob`: with this probability the executed action is drawn uniformly from all |A|
+  actions instead of the chosen one (so the chosen one happens with 1 - p + p/|A|).
+* `actions`: the action set, comma-separated names from up, right, down, left, stay in the
+  order they get their indices (default all five; `left,stay,right` is the three-action 1x2
+  example of Ch. 4.2, Fig. 4.3).
+* `bump_in_forbidden`: the reward of a move off the grid made from a forbidden cell:
+  "boundary" (r_boundary, the rule above) or "boundary+forbidden" (r_boundary + r_forbidden:
+  the agent bounces back into the forbidden cell and is charged for both, the rule of the
+  book's epsilon-greedy examples, Ch. 5, Figs. 5.6-5.7).
+
+Policies can be written as text, one symbol per cell in the layout's shape (rows separated by
+'/' or newlines): '^' up, '>' right, 'v' down, '<' left, 'o' stay (the book's circle; the arrows
+and circle as unicode also work); see `GridWorld.policy_from_text`.
 
 One pure function, `GridWorld.outcome(state, action, params)`, gives the deterministic result of
 an executed action; `step_env` samples the slip and calls it, and `tabular_mdp` / `tabular_model`
@@ -31,13 +42,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from gymnax.environments import environment, spaces
+from gymnax.environments import environment
 
-from envs.tabular import TabularMDP
+from envs.tabular import EnvState, IndexedEnv, TabularMDP
 
 # (d_row, d_col) of up, right, down, left, stay.
 MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1], [0, 0]], dtype=np.int32)
 ACTION_NAMES = ("up", "right", "down", "left", "stay")
+# Policy text: the symbols of each action (ASCII first, then the book's arrows and circle).
+ACTION_SYMBOLS = {"up": "^\u2191", "right": ">\u2192", "down": "v\u2193", "left": "<\u2190",
+                  "stay": "o\u25cb"}
+BUMP_RULES = ("boundary", "boundary+forbidden")
 
 LAYOUTS = {
     # The book's 5x5 example (Ch. 2-3, e.g. Fig. 3.4): forbidden (2,2) (2,3) (3,3) (4,2) (4,4)
@@ -71,17 +86,21 @@ def parse_layout(layout: str) -> np.ndarray:
     return grid
 
 
+def parse_actions(actions: str) -> tuple[str, ...]:
+    """'up,right,...' -> action names in index order; raises ValueError naming the problem."""
+    names = tuple(a.strip() for a in str(actions).split(",") if a.strip())
+    bad = [a for a in names if a not in ACTION_NAMES]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f"actions={actions!r} is not an action set: give distinct names from "
+                         f"{', '.join(ACTION_NAMES)}, comma-separated (e.g. 'left,stay,right')")
+    return names
+
+
 def open_layout(height: int, width: int) -> str:
     """An obstacle-free height x width grid with the target in the bottom-right corner."""
     rows = ["." * width for _ in range(height)]
     rows[-1] = rows[-1][:-1] + "T"
     return "\n".join(rows)
-
-
-@struct.dataclass
-class EnvState(environment.EnvState):
-    pos: jax.Array  # int32 state index
-    time: jax.Array  # int32 step counter
 
 
 @struct.dataclass
@@ -94,17 +113,25 @@ class EnvParams(environment.EnvParams):
     max_steps_in_episode: int = 100
 
 
-class GridWorld(environment.Environment[EnvState, EnvParams]):
+class GridWorld(IndexedEnv):
     """The book's grid world; observations are the int32 state index."""
 
     def __init__(self, layout: str = "book", walls: bool = False,
-                 terminal_target: bool = False):
+                 terminal_target: bool = False, actions: str = ",".join(ACTION_NAMES),
+                 bump_in_forbidden: str = "boundary"):
         super().__init__()
         grid = parse_layout(layout)
         self.layout = "/".join("".join(r) for r in grid)
         self.height, self.width = grid.shape
         self.walls = bool(walls)
         self.terminal_target = bool(terminal_target)
+        self.action_names = parse_actions(actions)
+        # (d_row, d_col) of each action index.
+        self.moves = MOVES[[ACTION_NAMES.index(a) for a in self.action_names]]
+        if bump_in_forbidden not in BUMP_RULES:
+            raise ValueError(f"bump_in_forbidden={bump_in_forbidden!r} is not a rule: one of "
+                             f"{', '.join(BUMP_RULES)}")
+        self.bump_in_forbidden = bump_in_forbidden
         self.forbidden = (grid == "#").ravel()
         self.target = (grid == "T").ravel()
         start = np.flatnonzero(grid.ravel() == "S")
@@ -125,7 +152,7 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
     def outcome(self, state: jax.Array, action: jax.Array, params: EnvParams):
         """Deterministic (next_state, reward) of *executing* `action` in `state`."""
         row, col = state // self.width, state % self.width
-        move = jnp.asarray(MOVES)[action]
+        move = jnp.asarray(self.moves)[action]
         aim_row, aim_col = row + move[0], col + move[1]
         off_grid = ((aim_row < 0) | (aim_row >= self.height)
                     | (aim_col < 0) | (aim_col >= self.width))
@@ -136,6 +163,10 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
         reward = jnp.where(off_grid, params.r_boundary,
                            jnp.where(aim_forbidden, params.r_forbidden,
                                      jnp.where(aim_target, params.r_target, params.r_other)))
+        if self.bump_in_forbidden == "boundary+forbidden":  # bounced back into a forbidden cell
+            here_forbidden = jnp.asarray(self.forbidden)[state]
+            reward = jnp.where(off_grid & here_forbidden, params.r_boundary + params.r_forbidden,
+                               reward)
         blocked = off_grid | (aim_forbidden & self.walls)
         next_state = jnp.where(blocked, state, aim).astype(jnp.int32)
         if self.terminal_target:  # the target is absorbing with zero reward
@@ -167,11 +198,6 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
             pos = jax.random.choice(key, self.num_states, p=probs).astype(jnp.int32)
         return self.reset_to(pos)
 
-    def reset_to(self, state_index):
-        """(obs, env_state) placed in a given state: for exploring starts and evaluation."""
-        pos = jnp.asarray(state_index, jnp.int32)
-        return pos, EnvState(pos=pos, time=jnp.int32(0))
-
     def is_terminated(self, state: EnvState, params: EnvParams):
         return jnp.asarray(self.target)[state.pos] & self.terminal_target
 
@@ -185,21 +211,11 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
 
     @property
     def num_actions(self) -> int:
-        return len(MOVES)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(self.num_actions)
-
-    def observation_space(self, params=None):
-        return spaces.Discrete(self.num_states)
-
-    def state_space(self, params=None):
-        return spaces.Dict({"pos": spaces.Discrete(self.num_states),
-                            "time": spaces.Discrete(params.max_steps_in_episode)})
+        return len(self.moves)
 
     # ------------------------------------------------------------------ exact model
     def tabular_mdp(self, params: EnvParams) -> TabularMDP:
-        """Sparse exact model: outcome k of (s, a) is executing action k (slip), K = 5."""
+        """Sparse exact model: outcome k of (s, a) is executing action k (slip), K = |A|."""
         states = jnp.arange(self.num_states, dtype=jnp.int32)
         actions = jnp.arange(self.num_actions, dtype=jnp.int32)
         next_exec, reward_exec = jax.vmap(
@@ -212,14 +228,32 @@ class GridWorld(environment.Environment[EnvState, EnvParams]):
         rewards = jnp.einsum("sab,sb->sa", probs, reward_exec)
         return TabularMDP(next_states=next_states, probs=probs, rewards=rewards)
 
-    def tabular_model(self, params: EnvParams) -> tuple[jax.Array, jax.Array]:
-        """Dense exact model (P[s, a, s'], R[s, a]) (small grids only)."""
-        return self.tabular_mdp(params).dense()
-
     # ------------------------------------------------------------------ helpers
     def coords(self, state_index: int) -> tuple[int, int]:
         """1-based (row, col) of a state, as the book writes them."""
         return state_index // self.width + 1, state_index % self.width + 1
+
+    def policy_from_text(self, text: str) -> np.ndarray:
+        """A deterministic policy pi [S, A] (one-hot, float64) from one symbol per cell.
+
+        Rows are separated by '/' or newlines, as in layouts; the symbols are those of
+        `ACTION_SYMBOLS` ('^' up, '>' right, 'v' down, '<' left, 'o' stay), and each must name
+        an action of this env's action set. Wall cells need a symbol too (it is never used).
+        """
+        rows = [r.strip() for r in str(text).replace("/", "\n").splitlines() if r.strip()]
+        symbol_action = {c: i for i, name in enumerate(self.action_names)
+                         for c in ACTION_SYMBOLS[name]}
+        if len(rows) != self.height or any(len(r) != self.width for r in rows):
+            raise ValueError(
+                f"policy {text!r} has {len(rows)} rows of lengths {[len(r) for r in rows]}; this "
+                f"grid needs {self.height} rows of {self.width} symbols (layout {self.layout})")
+        bad = sorted({c for r in rows for c in r if c not in symbol_action})
+        if bad:
+            valid = ", ".join(f"{ACTION_SYMBOLS[n][0]!r} {n}" for n in self.action_names)
+            raise ValueError(f"policy {text!r}: unknown symbols {bad} for this action set; "
+                             f"use {valid}")
+        actions = [symbol_action[c] for r in rows for c in r]
+        return np.eye(self.num_actions)[actions]
 
 
 def plot_values_and_policy(env: GridWorld, values, policy, path, title: str = ""):
@@ -239,11 +273,11 @@ def plot_values_and_policy(env: GridWorld, values, policy, path, title: str = ""
     for r in range(env.height):
         for c in range(env.width):
             ax.text(c, r + 0.3, f"{values[r, c]:.2f}", ha="center", va="center", fontsize=8)
-            for a, (dr, dc) in enumerate(MOVES):
+            for a, (dr, dc) in enumerate(env.moves):
                 p = policy[r, c, a]
                 if p < 1e-3:
                     continue
-                if a == 4:
+                if dr == 0 and dc == 0:  # stay
                     ax.add_patch(plt.Circle((c, r - 0.05), 0.1 * p + 0.04, fill=False,
                                             color="green", lw=1.5))
                 else:

@@ -16,6 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from flax import struct
+from gymnax.environments import environment, spaces
 
 
 @struct.dataclass
@@ -64,3 +65,35 @@ def random_mdp(key: jax.Array, num_states: int, num_actions: int) -> TabularMDP:
     transition = jax.random.dirichlet(k_p, jnp.ones(num_states), (num_states, num_actions))
     rewards = jax.random.normal(k_r, (num_states, num_actions))
     return TabularMDP.from_dense(transition, rewards)
+
+
+@struct.dataclass
+class EnvState(environment.EnvState):
+    """State of a finite env whose observation is the state index."""
+    pos: jax.Array  # int32 state index
+    time: jax.Array  # int32 step counter
+
+
+class IndexedEnv(environment.Environment):
+    """gymnax plumbing shared by the finite envs (grid worlds, `envs.mdp.ArrayMDP`): the
+    observation is the int32 state index and the exact model is `tabular_mdp(params)`.
+    Subclasses define num_states, num_actions, step_env, reset_env and tabular_mdp."""
+
+    def reset_to(self, state_index):
+        """(obs, env_state) placed in a given state: for exploring starts and evaluation."""
+        pos = jnp.asarray(state_index, jnp.int32)
+        return pos, EnvState(pos=pos, time=jnp.int32(0))
+
+    def action_space(self, params=None):
+        return spaces.Discrete(self.num_actions)
+
+    def observation_space(self, params=None):
+        return spaces.Discrete(self.num_states)
+
+    def state_space(self, params=None):
+        return spaces.Dict({"pos": spaces.Discrete(self.num_states),
+                            "time": spaces.Discrete(params.max_steps_in_episode)})
+
+    def tabular_model(self, params) -> tuple[jax.Array, jax.Array]:
+        """Dense exact model (P[s, a, s'], R[s, a]) (small state spaces only)."""
+        return self.tabular_mdp(params).dense()

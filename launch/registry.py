@@ -56,11 +56,13 @@ import os
 from types import ModuleType
 
 # Packages whose modules are algorithms, in the order the chapters come.
-PACKAGES = ("algorithms.tabular", "algorithms.online", "algorithms.offline", "diffusion.models")
+PACKAGES = ("algorithms.tabular", "algorithms.online", "algorithms.offline", "algorithms.sequence",
+            "diffusion.models")
 _SHARED = {"common", "losses"}
 # The book's order (Ch. 2-10), then deep RL and offline RL, so `--help` reads like the notes.
 _ORDER = ["policy_evaluation", "value_iteration", "policy_iteration", "truncated_policy_iteration",
-          "mc_basic", "mc_exploring_starts", "mc_epsilon_greedy", "robbins_monro",
+          "mc_basic", "mc_exploring_starts", "mc_epsilon_greedy",
+          "epsilon_greedy_policy_iteration", "robbins_monro",
           "sgd_mean_estimation", "td_zero", "sarsa", "expected_sarsa", "n_step_sarsa",
           "q_learning", "q_learning_off_policy", "td_linear",
           "dqn", "reinforce", "a2c", "ppo", "trpo", "ddpg", "td3", "sac",

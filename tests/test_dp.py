@@ -3,13 +3,16 @@ iteration and truncated policy iteration, checked against the book's numbers and
 independent numpy references (dense linear solve for v_pi, dense value iteration for v*).
 """
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import envs
 from algorithms.tabular import common
+from algorithms.tabular import epsilon_greedy_policy_iteration as egpi
 from algorithms.tabular import policy_evaluation as pe
 from algorithms.tabular import policy_iteration as pi_algo
 from algorithms.tabular import truncated_policy_iteration as tpi
@@ -307,6 +310,9 @@ ALL = [
     ("truncated_policy_iteration", tpi, {"eval_sweeps": 2}),
     ("pe_iterative", pe, {"method": "iterative", "policy": "uniform"}),
     ("pe_closed_form", pe, {"method": "closed_form", "policy": "optimal"}),
+    ("pe_text_epsilon", pe, {"method": "closed_form", "epsilon": 0.3,
+                             "policy": ">>>>v/^^>>v/^<v>v/^>o<v/^>^<<"}),
+    ("epsilon_greedy_pi", egpi, {"epsilon": 0.2}),
 ]
 
 
@@ -352,3 +358,153 @@ def test_truncated_pi_bad_sweeps_raises(book_task):
     for bad in (0, -1):
         with pytest.raises(ValueError, match="eval_sweeps"):
             tpi.init(jax.random.key(0), cfg(tpi, eval_sweeps=bad), book_task)
+
+
+# ----------------------------------------------------------------------------- given policies
+GOOD = ">>>>v/^^>>v/^<v>v/^>o<v/^>^<<"  # Fig. 2.7(a)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.5])
+def test_text_policy_and_its_epsilon_greedy_version(book_task, book_model, epsilon):
+    """policy_evaluation of arrows per cell (softened by epsilon) = numpy's solve of the same
+    policy written as action indices; closed form and converged sweeps agree (float64)."""
+    p, r = book_model
+    actions = [">^v<o".index(c) for c in GOOD.replace("/", "")]
+    moves = [1, 0, 2, 3, 4]  # '>' right, '^' up, 'v' down, '<' left, 'o' stay
+    policy = np.eye(5)[[moves[a] for a in actions]]
+    v_ref = np_policy_value(p, r, (1 - epsilon) * policy + epsilon / 5)
+    with jax.enable_x64(True):
+        for method, n in (("closed_form", 1), ("iterative", 400)):
+            state, _ = run_final(pe, book_task, n, method=method, policy=GOOD, epsilon=epsilon)
+            np.testing.assert_allclose(np.asarray(state.values), v_ref, atol=1e-9)
+        indices = ",".join(str(moves[a]) for a in actions)
+        state, _ = run_final(pe, book_task, 1, method="closed_form", policy=indices,
+                             epsilon=epsilon)
+        np.testing.assert_allclose(np.asarray(state.values), v_ref, atol=1e-9)
+
+
+def test_npy_policies_probabilities_and_actions(book_task, book_model, tmp_path):
+    """A .npy of probabilities [S, A] or of actions [S] is evaluated as written."""
+    p, r = book_model
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), 25)
+    path = str(tmp_path / "pi.npy")
+    np.save(path, probs)
+    state, _ = run_final(pe, book_task, 1, method="closed_form", policy=path)
+    np.testing.assert_allclose(np.asarray(state.values), np_policy_value(p, r, probs), atol=1e-4)
+    actions = rng.integers(0, 5, 25)
+    path = str(tmp_path / "actions.npy")
+    np.save(path, actions)
+    state, _ = run_final(pe, book_task, 1, method="closed_form", policy=path, epsilon=0.2)
+    np.testing.assert_allclose(np.asarray(state.values),
+                               np_policy_value(p, r, 0.8 * np.eye(5)[actions] + 0.04), atol=1e-4)
+
+
+@pytest.mark.parametrize("policy,match", [
+    ("0,1", "2 action indices for 25 states"),
+    (",".join(["7"] * 25), "action indices must be in 0..4"),
+    (">>>>v/^^>>v", "2 rows"),
+])
+def test_bad_given_policies_raise(book_task, policy, match):
+    with pytest.raises(ValueError, match=match):
+        pe.init(jax.random.key(0), cfg(pe, policy=policy), book_task)
+
+
+def test_bad_npy_policies_raise(book_task, tmp_path):
+    for name, arr, match in [("rows.npy", np.full((25, 5), 0.3), "summing to 1"),
+                             ("shape.npy", np.full((5, 25), 0.2), "expected probabilities"),
+                             ("neg.npy", np.tile([1.5, -0.5, 0, 0, 0], (25, 1)), ">= 0")]:
+        np.save(tmp_path / name, arr)
+        with pytest.raises(ValueError, match=match):
+            pe.init(jax.random.key(0), cfg(pe, policy=str(tmp_path / name)), book_task)
+
+
+# ----------------------------------------------------------------------------- float resolution
+@pytest.mark.parametrize("task_name", ["book", "random0", "random1", "random2"])
+def test_gap_resolution_covers_float32_rounding(book_task, task_name):
+    """An optimal policy's float32 optimality_gap lies within +-gap_resolution, for gamma up to
+    0.99; in float64 the resolution is about 5e8 times smaller."""
+    for gamma in (0.5, 0.9, 0.99):
+        if task_name == "book":
+            task = book_task
+        else:
+            task = random_task(int(task_name[-1]) + 30, num_states=30, num_actions=4)[0]
+        state, _ = run_final(pe, task, 1, method="closed_form", policy="optimal", gamma=gamma)
+        m = evaluate(pe, state, task, method="closed_form", policy="optimal", gamma=gamma)
+        assert abs(float(m["optimality_gap"])) <= float(m["gap_resolution"]), (gamma, m)
+    with jax.enable_x64(True):
+        state, _ = run_final(vi, book_task, 400)
+        m = evaluate(vi, state, book_task)
+        assert float(m["gap_resolution"]) < 1e-12
+        assert abs(float(m["optimality_gap"])) <= float(m["gap_resolution"])
+
+
+@pytest.mark.parametrize("task_name", ["book", "random"])
+def test_value_error_bound_holds_in_float32(book_task, book_model, task_name):
+    """value_iteration's value_error_bound is >= ||v_k - v*|| (float64 reference) at every
+    update, also after the float32 sweeps stop at a rounding fixed point (residual 0)."""
+    if task_name == "book":
+        task, (p, r) = book_task, book_model
+    else:
+        task, p, r = random_task(40, num_states=30, num_actions=4)
+    v_star = np_optimal_values(p, r)
+    states, metrics = run_states(vi, task, 300)
+    errors = np.max(np.abs(np.asarray(states.values, np.float64) - v_star), axis=1)
+    bound = np.asarray(metrics["value_error_bound"], np.float64)
+    assert np.all(errors <= bound), np.max(errors - bound)
+    if task_name == "book":  # the issue's case: residual 0 while v_k != v*
+        assert float(metrics["bellman_residual"][-1]) == 0.0 and errors[-1] > 0
+
+
+def test_policy_evaluation_error_bound_holds(book_task, book_model):
+    """Iterative evaluation: value_error_bound >= ||v_k - v_pi|| at every sweep (float32)."""
+    p, r = book_model
+    v_pi = np_policy_value(p, r, np.full((25, 5), 0.2))
+    states, metrics = run_states(pe, book_task, 100, method="iterative", policy="uniform")
+    errors = np.max(np.abs(np.asarray(states.values, np.float64) - v_pi), axis=1)
+    assert np.all(errors <= np.asarray(metrics["value_error_bound"]))
+
+
+# ----------------------------------------------------------------------------- best eps-greedy
+def test_epsilon_zero_is_policy_iteration(book_task):
+    """epsilon = 0 performs policy iteration's operations: identical states and metrics."""
+    s_e, m_e = run_states(egpi, book_task, 8, epsilon=0.0)
+    s_p, m_p = run_states(pi_algo, book_task, 8)
+    for a, b in zip(jax.tree.leaves(s_e), jax.tree.leaves(s_p)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for k in m_p:
+        np.testing.assert_array_equal(np.asarray(m_e[k]), np.asarray(m_p[k]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("epsilon", [0.1, 0.5])
+def test_best_epsilon_greedy_policy_by_brute_force(seed, epsilon):
+    """On small random MDPs (5 states, 3 actions: 243 epsilon-greedy policies) the solver's
+    values equal the element-wise maximum of v_pi over all epsilon-greedy policies, and its
+    values improve monotonically (float64)."""
+    with jax.enable_x64(True):
+        task, p, r = random_task(seed + 50, num_states=5, num_actions=3)
+        best = np.full(5, -np.inf)
+        for actions in itertools.product(range(3), repeat=5):
+            pi = (1 - epsilon) * np.eye(3)[list(actions)] + epsilon / 3
+            best = np.maximum(best, np_policy_value(p, r, pi))
+        states, metrics = run_states(egpi, task, 12, epsilon=epsilon)
+        values = np.asarray(states.values)
+        np.testing.assert_allclose(values[-1], best, atol=1e-10)
+        assert np.all(np.diff(values, axis=0) >= -1e-10)
+        assert float(metrics["bellman_residual"][-1]) < 1e-10
+        last = jax.tree.map(lambda x: x[-1], states)
+        m = evaluate(egpi, last, task, epsilon=epsilon)
+        assert float(m["optimality_gap"]) > 0  # exploring costs value
+
+
+def test_best_epsilon_greedy_leaves_the_target_when_exploring_is_costly(book_task):
+    """The book's Fig. 5.7 point: with r_forbidden = -10 and eps = 0.5 the best epsilon-greedy
+    policy does not stay at the target; with eps = 0.1 it does (Ch. 5 reward rule)."""
+    env, params = envs.make("gridworld", bump_in_forbidden="boundary+forbidden",
+                            r_forbidden=-10.0)
+    task = common.Task(env, params)
+    target = int(np.flatnonzero(env.target)[0])
+    for epsilon, stays in ((0.1, True), (0.5, False)):
+        state, _ = run_final(egpi, task, 20, epsilon=epsilon)
+        assert (int(np.argmax(np.asarray(state.policy)[target])) == 4) == stays, epsilon

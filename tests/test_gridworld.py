@@ -243,3 +243,82 @@ def test_gymnax_six_value_step_api():
     # Truncated at the time limit, then auto-reset (time back to 0).
     assert truncs == [False, False, True]
     assert int(state.time) == 0
+
+
+# ---------------------------------------------------------------------------- action sets
+def test_action_set_three_actions_one_by_two():
+    """The book's 1x2 example of Ch. 4.2 (Fig. 4.3): actions left, stay, right; target s2."""
+    env, params = envs.make("gridworld", layout=".T", actions="left,stay,right")
+    assert env.num_actions == 3 and env.action_names == ("left", "stay", "right")
+    assert env.action_space(params).n == 3
+    p, r = (np.asarray(x) for x in env.tabular_model(params))
+    assert p.shape == (2, 3, 2)
+    # (next state, reward) of (s1, s2) x (left, stay, right), by the book's rules.
+    expected = {(0, 0): (0, -1.0), (0, 1): (0, 0.0), (0, 2): (1, 1.0),
+                (1, 0): (0, 0.0), (1, 1): (1, 1.0), (1, 2): (1, -1.0)}
+    for (s, a), (nxt, rwd) in expected.items():
+        assert p[s, a, nxt] == 1.0 and r[s, a] == rwd, (s, a)
+    # Slips draw from the env's own action set: P = (1 - p) I + p / 3 over executed actions.
+    p_slip, _ = env.tabular_model(params.replace(slip_prob=0.3))
+    np.testing.assert_allclose(np.asarray(p_slip)[0, 2], [0.2, 0.8], atol=1e-6)
+
+
+def test_default_action_set_is_the_books_five():
+    env = GridWorld("book")
+    assert env.action_names == ("up", "right", "down", "left", "stay")
+    np.testing.assert_array_equal(env.moves, ACTIONS)
+    assert envs.env_options("gridworld")["actions"] == "up,right,down,left,stay"
+
+
+@pytest.mark.parametrize("actions", ["", "up,up", "north,stay", "left,,jump"])
+def test_bad_action_sets_raise(actions):
+    with pytest.raises(ValueError, match="actions=.*distinct names from up, right, down"):
+        GridWorld("book", actions=actions)
+
+
+# ---------------------------------------------------------------------------- Ch. 5 reward rule
+def test_bump_in_forbidden_pays_both_rewards():
+    """'boundary+forbidden': a move off the grid from a forbidden cell pays r_boundary +
+    r_forbidden (the book's Ch. 5 figures); every other (s, a) is unchanged, and the default
+    rule is the aimed-at cell's reward alone."""
+    env = GridWorld("book", bump_in_forbidden="boundary+forbidden")
+    base = GridWorld("book")
+    params = env.default_params.replace(**REWARDS)
+    nxt, rew = all_outcomes(env, params)
+    nxt0, rew0 = all_outcomes(base, params)
+    np.testing.assert_array_equal(nxt, nxt0)
+    changed = np.argwhere(rew != rew0)
+    # Only (5,2) is a forbidden cell on the border: its down move.
+    assert [tuple(x) for x in changed] == [(index((5, 2)), 2)]
+    assert rew[index((5, 2)), 2] == pytest.approx(REWARDS["r_boundary"] + REWARDS["r_forbidden"])
+    assert rew0[index((5, 2)), 2] == pytest.approx(REWARDS["r_boundary"])
+    with pytest.raises(ValueError, match="boundary, boundary\\+forbidden"):
+        GridWorld("book", bump_in_forbidden="both")
+
+
+# ---------------------------------------------------------------------------- text policies
+def test_policy_from_text():
+    env = GridWorld("book")
+    policy = env.policy_from_text(">>>>v/^^>>v/^<v>v/^>o<v/^>^<<")
+    assert policy.shape == (25, 5)
+    np.testing.assert_array_equal(policy.sum(1), 1.0)
+    assert policy[index((1, 1)), 1] == 1 and policy[index((4, 3)), 4] == 1
+    assert policy[index((3, 2)), 3] == 1 and policy[index((1, 5)), 2] == 1
+    # Newlines, spaces around rows and the book's unicode arrows and circle parse the same way.
+    unicode = "\u2192\u2192\u2192\u2192\u2193\n^^>>v\n^<v>v\n^>\u25cb<v\n ^>^<< "
+    np.testing.assert_array_equal(env.policy_from_text(unicode), policy)
+    # On a three-action env the symbols map to that env's indices.
+    small = GridWorld(".T", actions="left,stay,right")
+    np.testing.assert_array_equal(small.policy_from_text(">o"), [[0, 0, 1], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("text,match", [
+    (">>>>v/^^>>v", "2 rows"),
+    (">>>>v/^^>>v/^<v>v/^>o<v/^>^<", "5 rows of 5 symbols"),
+    (">>>>v/^^>>v/^<v>v/^>o<v/^>^<x", "unknown symbols \\['x'\\]"),
+])
+def test_bad_policy_text_raises(text, match):
+    with pytest.raises(ValueError, match=match):
+        GridWorld("book").policy_from_text(text)
+    with pytest.raises(ValueError, match="unknown symbols \\['\\^'\\].*'<' left"):
+        GridWorld(".T", actions="left,stay,right").policy_from_text("^o")

@@ -349,9 +349,26 @@ def test_unknown_choices_raise(book_task):
         n_step_sarsa.init(jax.random.key(0), config, book_task)
 
 
+def test_td_zero_follows_a_written_policy_and_its_epsilon_version(book_task):
+    """td_zero with arrows per cell and epsilon follows (1 - eps) pi + eps/|A| (the stored
+    policy and the action frequencies of its stream) and is evaluated against that policy."""
+    config = td_zero.default_config()
+    config.policy = ">>>>>/>>>>>/>>>>>/>>>>>/>>>>>"  # "always right", the book's Fig. 2.7(b)
+    config.epsilon = 0.5
+    state = td_zero.init(jax.random.key(0), config, book_task)
+    expected = np.full((25, 5), 0.1)
+    expected[:, 1] = 0.6
+    np.testing.assert_allclose(np.asarray(state.policy), expected, atol=1e-7)
+    obs = jnp.repeat(jnp.arange(25, dtype=jnp.int32), 400)
+    actions = td_zero.act(state, obs, config, book_task, jax.random.key(1))
+    freq = np.bincount(np.asarray(actions), minlength=5) / actions.size
+    np.testing.assert_allclose(freq, expected[0], atol=0.02)
+
+
 # ---------------------------------------------------------------------------- protocol
 TABULAR = ["policy_evaluation", "value_iteration", "policy_iteration",
-           "truncated_policy_iteration", "mc_basic", "mc_exploring_starts", "mc_epsilon_greedy",
+           "truncated_policy_iteration", "epsilon_greedy_policy_iteration", "mc_basic",
+           "mc_exploring_starts", "mc_epsilon_greedy",
            "robbins_monro", "sgd_mean_estimation", "td_zero", "sarsa", "expected_sarsa",
            "n_step_sarsa", "q_learning", "q_learning_off_policy", "td_linear"]
 NO_ENV = ("robbins_monro", "sgd_mean_estimation")

@@ -20,7 +20,7 @@ from algorithms.core import spaces
 CAPABILITIES = {
     "tabular_model": (lambda env, params: envs.has_tabular_model(env),
                       "an exact tabular model (env.tabular_mdp), as the grid worlds have",
-                      "gridworld, gridworld-walls, gridworld-episodic"),
+                      "gridworld, gridworld-walls, gridworld-episodic, mdp:<file.npz>"),
     "discrete_actions": (spaces.is_discrete, "discrete actions",
                          "CartPole-v1, Acrobot-v1, Breakout-MinAtar, gridworld"),
     "continuous_actions": (lambda env, params: not spaces.is_discrete(env, params),

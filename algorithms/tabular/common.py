@@ -6,8 +6,16 @@ q(s, a) = r(s, a) + gamma * sum_s' p(s'|s, a) v(s')                 (Ch. 2, acti
 v_pi = r_pi + gamma P_pi v_pi  =>  v_pi = (I - gamma P_pi)^-1 r_pi   (Ch. 2, matrix form)
 v*   = max_pi (r_pi + gamma P_pi v*)                                 (Ch. 3, Bellman optimality)
 
-Policies are arrays pi[s, a] of probabilities. All functions but `artifacts_from`'s hook are
-pure and jittable.
+Policies are arrays pi[s, a] of probabilities. All functions but `artifacts_from`'s hook and
+the config rules are pure and jittable.
+
+Float resolution. The exact references (v* by value iteration to a few ulps, v_pi by a linear
+solve) carry rounding errors of order eps |v| / (1 - gamma) (eps: the dtype's machine epsilon;
+(1 + gamma) / (1 - gamma) bounds the condition number of I - gamma P_pi, and value iteration's
+stopping rule leaves up to 4 eps |v| gamma / (1 - gamma)). `float_resolution` is
+8 eps max(1, |v|) / (1 - gamma), chosen to cover both (tests/test_dp.py checks it on the book's
+grid and random MDPs): value differences below it (a negative `optimality_gap`, a zero
+`bellman_residual`) are rounding; `--config.x64=true` makes it about 5e8 times smaller.
 """
 from __future__ import annotations
 
@@ -21,9 +29,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from algorithms.core import tasks
+from algorithms.core import config_rules, tasks
 from envs import Task
-from envs.gridworld import GridWorld, plot_values_and_policy
+from envs.gridworld import ACTION_SYMBOLS, GridWorld, plot_values_and_policy
 from envs.tabular import TabularMDP
 
 # Every tabular algorithm trained on an env needs its exact model: dynamic programming for its
@@ -78,6 +86,110 @@ def epsilon_greedy(q: jax.Array, epsilon) -> jax.Array:
 
 def uniform_policy(num_states: int, num_actions: int) -> jax.Array:
     return jnp.full((num_states, num_actions), 1.0 / num_actions)
+
+
+def soften(policy: jax.Array, epsilon: float) -> jax.Array:
+    """The epsilon-greedy version of a policy: (1 - eps) pi + eps / |A| (Ch. 5.4).
+
+    For a deterministic pi this is the book's epsilon-greedy policy (its action keeps
+    1 - eps (|A| - 1) / |A|); epsilon = 0 returns pi itself.
+    """
+    if epsilon == 0:
+        return policy
+    return (1.0 - epsilon) * policy + epsilon / policy.shape[-1]
+
+
+# ---------------------------------------------------------------------- policies given by the user
+POLICY_NAMES = ("uniform", "optimal")
+POLICY_HELP = ("uniform, optimal, a .npy file of pi[s, a] (or of one action index per "
+               "state), action indices per state ('0,2,1'), or one symbol per grid cell with "
+               "rows separated by '/' ('^' up, '>' right, 'v' down, '<' left, 'o' stay), e.g. "
+               "'>>>>v/^^>>v/^<v>v/^>o<v/^>^<<'")
+_POLICY_TEXT = set("/\n ") | {c for symbols in ACTION_SYMBOLS.values() for c in symbols}
+
+
+def policy_spec_rule(spec) -> str | None:
+    """Config rule of a `policy` field (see `given_policy`): None if `spec` can name a policy."""
+    if not isinstance(spec, str) or not spec.strip():
+        return POLICY_HELP
+    if spec in POLICY_NAMES or _is_index_list(spec) or set(spec) <= _POLICY_TEXT:
+        return None
+    if spec.endswith(".npy"):
+        return None if os.path.isfile(spec) else f"an existing file ({POLICY_HELP})"
+    return POLICY_HELP
+
+
+def _is_index_list(spec: str) -> bool:
+    return all(part.strip().isdigit() for part in spec.split(","))
+
+
+def given_policy(spec: str, task, dtype) -> jax.Array:
+    """pi [S, A] (in `dtype`) of a policy written by the user: a .npy file, action indices or
+    grid text (see `POLICY_HELP`); ValueError naming the problem. Python-level (trace time)."""
+    env = task.env
+    num_states, num_actions = env.num_states, env.num_actions
+    where = f"config.policy={spec!r}"
+    if spec.endswith(".npy"):
+        if not os.path.isfile(spec):
+            raise ValueError(f"{where}: no such file")
+        arr = np.load(spec, allow_pickle=False)
+        if arr.shape == (num_states,) and arr.dtype.kind in "iu":
+            policy = _one_hot_actions(arr, num_actions, where)
+        elif arr.shape == (num_states, num_actions) and arr.dtype.kind in "fiu":
+            policy = arr.astype(np.float64)
+            sums = policy.sum(axis=-1)
+            if (not np.all(np.isfinite(policy)) or np.any(policy < 0)
+                    or np.any(np.abs(sums - 1.0) > 1e-5)):
+                raise ValueError(f"{where}: every row pi[s, :] must hold probabilities (finite, "
+                                 ">= 0, summing to 1)")
+        else:
+            raise ValueError(f"{where}: expected probabilities of shape [S, A] = "
+                             f"{(num_states, num_actions)} or integer actions of shape [S] = "
+                             f"({num_states},); got {arr.dtype} {arr.shape}")
+    elif _is_index_list(spec):
+        actions = np.array([int(a) for a in spec.split(",")])
+        if actions.shape != (num_states,):
+            raise ValueError(f"{where}: {actions.size} action indices for {num_states} states")
+        policy = _one_hot_actions(actions, num_actions, where)
+    elif isinstance(env, GridWorld):
+        policy = env.policy_from_text(spec)
+    else:
+        raise ValueError(f"{where} is not a policy for this environment: give "
+                         f"{', '.join(POLICY_NAMES)}, a .npy file or action indices per state "
+                         "(arrows per cell need a grid world)")
+    return jnp.asarray(policy, dtype)
+
+
+def _one_hot_actions(actions: np.ndarray, num_actions: int, where: str) -> np.ndarray:
+    if np.any((actions < 0) | (actions >= num_actions)):
+        raise ValueError(f"{where}: action indices must be in 0..{num_actions - 1}")
+    return np.eye(num_actions)[actions]
+
+
+# ---------------------------------------------------------------------- config rules
+def _discount(gamma) -> str | None:
+    allowed = config_rules.in_range(0.0, 1.0, high_open=True)(gamma)
+    return allowed and (allowed + " (the values of a continuing task, sum_t gamma^t r_t, are "
+                        "finite only for gamma < 1: I - gamma P_pi is singular at gamma = 1)")
+
+
+def _step_size(alpha) -> str | None:
+    allowed = config_rules.in_range(0.0, 1.0, low_open=True)(alpha)
+    return allowed and allowed + " (a step size: 0 never learns, > 1 overshoots the target)"
+
+
+def _decay_power(power) -> str | None:
+    allowed = config_rules.in_range(0.5, 1.0, low_open=True)(power)
+    return allowed and allowed + (" (alpha_t ~ t^-power meets the Robbins-Monro conditions, "
+                                  "sum alpha = inf and sum alpha^2 < inf, only for power in "
+                                  "(0.5, 1])")
+
+
+# Rules every tabular algorithm on an environment shares (`CONFIG_RULES = {**common.RULES,
+# ...}`); the other fields of `tabular_config` are covered by the shared vocabulary.
+RULES = {"gamma": _discount}
+STEP_SIZE_RULES = {"alpha": _step_size, "alpha_tau": config_rules.positive,
+                   "alpha_power": _decay_power}
 
 
 def iteration_metrics(q, old_values, old_policy, policy, new_values) -> dict[str, jax.Array]:
@@ -151,16 +263,26 @@ def occupiable_states(task) -> jax.Array:
     return jnp.asarray(mask)
 
 
+def float_resolution(values: jax.Array, gamma) -> jax.Array:
+    """8 eps max(1, |values|) / (1 - gamma): the rounding scale of exact values in the values'
+    dtype (module docstring); differences below it are not resolved."""
+    eps = float(jnp.finfo(values.dtype).eps)
+    return 8 * eps * jnp.maximum(1.0, jnp.max(jnp.abs(values))) / (1.0 - gamma)
+
+
 def policy_metrics(mdp: TabularMDP, policy: jax.Array, gamma,
                    mask: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Exact quality of a policy: mean v_pi over (occupiable) states and the worst gap to v*."""
+    """Exact quality of a policy: mean v_pi over (occupiable) states, the worst gap to v*, and
+    `gap_resolution` (`float_resolution` of v*): a gap within +-gap_resolution is zero up to
+    rounding, i.e. the policy is optimal at the dtype's precision."""
     v_pi = evaluate_policy_exact(mdp, policy, gamma)
     v_star = optimal_values(mdp, gamma)
     if mask is None:
         mask = jnp.ones(mdp.num_states, bool)
     gap = jnp.where(mask, v_star - v_pi, -jnp.inf)
     return {"policy_value": jnp.sum(jnp.where(mask, v_pi, 0.0)) / jnp.sum(mask),
-            "optimality_gap": jnp.max(gap)}
+            "optimality_gap": jnp.max(gap),
+            "gap_resolution": float_resolution(v_star, gamma)}
 
 
 def evaluate_stored_policy(state, key, config, task) -> dict[str, jax.Array]:

@@ -18,6 +18,7 @@ from algorithms.tabular import common, sarsa
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = sarsa.CONFIG_RULES
 
 State = sarsa.State
 default_config = sarsa.default_config  # alpha 0.1, epsilon 0.1 as in the book's examples

@@ -33,11 +33,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.core import returns as core_returns
 from algorithms.tabular import common
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = {**common.RULES, "episode_length": rules.count,
+                "episodes_per_pair": rules.count}
 
 
 @struct.dataclass

@@ -37,12 +37,15 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 from algorithms.tabular.mc_basic import episode_task
 from algorithms.tabular.mc_exploring_starts import episode_statistics
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = {**common.RULES, "epsilon": rules.probability,
+                "episode_length": rules.count, "episodes_per_update": rules.count}
 
 
 @struct.dataclass

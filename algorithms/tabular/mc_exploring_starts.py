@@ -34,12 +34,15 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 from algorithms.tabular.mc_basic import (discounted_returns, episode_task,
                                          random_deterministic_policy)
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = {**common.RULES, "episode_length": rules.count,
+                "episodes_per_update": rules.count}
 
 
 @struct.dataclass

@@ -34,11 +34,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common, sarsa
 from algorithms.tabular.td_zero import float_dtype
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = {**sarsa.CONFIG_RULES, "n": rules.count}
 
 
 @struct.dataclass

@@ -34,6 +34,7 @@ from algorithms.tabular import common
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = common.RULES
 
 
 @struct.dataclass

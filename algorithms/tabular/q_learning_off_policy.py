@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common, sarsa
 from algorithms.tabular.td_zero import check_choice, env_step, float_dtype
 
@@ -37,6 +38,9 @@ TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value
 make_task = common.make_task
 
 BEHAVIOR_POLICIES = ("uniform", "epsilon_optimal")
+CONFIG_RULES = {**common.RULES, "alpha": common.STEP_SIZE_RULES["alpha"],
+                "behavior_policy": rules.one_of(*BEHAVIOR_POLICIES),
+                "behavior_epsilon": rules.probability, "init_q": rules.finite()}
 
 
 @struct.dataclass

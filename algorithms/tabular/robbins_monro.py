@@ -26,12 +26,20 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 
 TASK_FLAG = None  # no environment: `task` is None
 DEFAULT_TASK = None
 PRIMARY_METRIC = "eval/abs_error"
 make_task = common.no_task
+PROBLEMS = ("tanh", "mean")
+# step_power: the RM conditions need (0.5, 1]; other non-negative powers are allowed to show
+# what breaks (0: a constant step).
+CONFIG_RULES = {"problem": rules.one_of(*PROBLEMS), "w0": rules.finite(),
+                "mean": rules.finite(), "noise_std": rules.non_negative,
+                "step_scale": rules.positive, "step_power": rules.non_negative,
+                "steps_per_update": rules.count}
 
 
 @struct.dataclass
@@ -60,7 +68,7 @@ def root(config) -> float:
         return 1.0
     if config.problem == "mean":
         return float(config.mean)
-    raise ValueError(f"unknown problem {config.problem!r}; valid choices: 'tanh', 'mean'")
+    raise ValueError(f"unknown problem {config.problem!r}; valid choices: {', '.join(PROBLEMS)}")
 
 
 def g(w, config):

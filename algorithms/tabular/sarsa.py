@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 from algorithms.tabular.td_zero import check_choice, env_step, float_dtype
 
@@ -43,6 +44,9 @@ TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value
 make_task = common.make_task
 
 TARGETS = ("sarsa", "expected_sarsa", "q_learning")
+# Rules of `online_config` (shared by expected_sarsa, q_learning and n_step_sarsa).
+CONFIG_RULES = {**common.RULES, "alpha": common.STEP_SIZE_RULES["alpha"],
+                "epsilon": rules.probability, "init_q": rules.finite()}
 
 
 @struct.dataclass

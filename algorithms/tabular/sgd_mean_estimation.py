@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 
 TASK_FLAG = None  # no environment: `task` is None
@@ -38,6 +39,11 @@ PRIMARY_METRIC = "eval/abs_error"
 make_task = common.no_task
 
 METHODS = ("sgd", "mbgd", "bgd")
+SAMPLINGS = ("random", "sequential")
+CONFIG_RULES = {"method": rules.one_of(*METHODS), "sampling": rules.one_of(*SAMPLINGS),
+                "dim": rules.count, "half_width": rules.non_negative, "mean": rules.finite(),
+                "w0": rules.finite(), "step_scale": rules.positive,
+                "step_power": rules.non_negative}
 
 
 @struct.dataclass
@@ -69,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
 def _check(config):
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; valid choices: {METHODS}")
-    if config.sampling not in ("random", "sequential"):
+    if config.sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {config.sampling!r}; valid: 'random', 'sequential'")
 
 

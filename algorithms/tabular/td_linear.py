@@ -19,7 +19,8 @@ x = col / (W - 1), y = row / (H - 1), both in [0, 1]:
   order 1 -> [1, x, y], order 2 -> [1, x, y, x^2, xy, y^2], ...  ((order+1)(order+2)/2 features)
 * "fourier": cos(pi (c1 x + c2 y)) for all c1, c2 in {0, ..., order}  ((order+1)^2 features).
 
-Policy (`config.policy`): "uniform" (the book's example) or "optimal". Episode ends: the target
+Policy (`config.policy`): "uniform" (the book's example), "optimal", or one written out as in
+`td_zero` (arrows per cell, action indices, a .npy). Episode ends: the target
 uses the true next state (info['final_observation']); terminated -> no bootstrap, truncated (the
 grid world's time limit) -> bootstrap. Step size: "constant" alpha (book: 0.0005) or "decaying"
 alpha_t = alpha / (1 + t / alpha_tau) ** alpha_power over the global step count t.
@@ -46,14 +47,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
-from algorithms.tabular.td_zero import (POLICIES, STEP_SIZES, check_choice, env_step,
-                                        fixed_policy, float_dtype, step_size)
+from algorithms.tabular.td_zero import (STEP_SIZES, check_choice, env_step, fixed_policy,
+                                        float_dtype, step_size)
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/rmse"
 make_task = common.make_task
 
 FEATURES = ("polynomial", "fourier")
+CONFIG_RULES = {**common.RULES, **common.STEP_SIZE_RULES, "policy": common.policy_spec_rule,
+                "features": rules.one_of(*FEATURES), "order": rules.non_negative_count,
+                "step_size": rules.one_of(*STEP_SIZES)}
 
 
 @struct.dataclass
@@ -118,7 +123,6 @@ def td_linear_update(w, phi_s, r, phi_next, terminated, alpha, gamma):
 
 def init(key, config, task) -> State:
     check_choice("step_size", config.step_size, STEP_SIZES)
-    check_choice("policy", config.policy, POLICIES)
     phi = features_of(config, task)
     key, k_reset = jax.random.split(key)
     obs, env_state = task.env.reset(k_reset, task.params)

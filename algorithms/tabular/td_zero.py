@@ -24,8 +24,11 @@ Step size (`config.step_size`):
 * "decaying": alpha_t(s) = config.alpha / (1 + n_t(s) / config.alpha_tau) ** config.alpha_power,
   n_t(s) = earlier visits of s; with 0.5 < power <= 1 this meets the Robbins-Monro conditions.
 
-Policies (`config.policy`): "uniform" (pi(a|s) = 1/5, the book's running example) or
-"optimal" (the greedy policy of q*, ties to the lowest action index).
+Policies (`config.policy`): "uniform" (pi(a|s) = 1/|A|, the book's running example),
+"optimal" (the greedy policy of q*, ties to the lowest action index), or a policy written out
+(arrows per grid cell, action indices, a .npy of probabilities: `common.given_policy`); with
+`config.epsilon` > 0 its epsilon-greedy version (1 - eps) pi + eps / |A| is followed and
+evaluated.
 """
 from __future__ import annotations
 
@@ -35,13 +38,16 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/rmse"
 make_task = common.make_task
 
-POLICIES = ("uniform", "optimal")
 STEP_SIZES = ("constant", "decaying")
+CONFIG_RULES = {**common.RULES, **common.STEP_SIZE_RULES, "policy": common.policy_spec_rule,
+                "epsilon": rules.probability, "step_size": rules.one_of(*STEP_SIZES),
+                "init_value": rules.finite()}
 
 
 @struct.dataclass
@@ -57,7 +63,8 @@ class State:
 
 def default_config():
     config = common.tabular_config(num_updates=1000, log_every=100)
-    config.policy = "uniform"  # the policy evaluated: "uniform" or "optimal"
+    config.policy = "uniform"  # "uniform", "optimal", arrows per cell, or a .npy (module doc)
+    config.epsilon = 0.0  # follow the epsilon-greedy version of that policy (0: the policy)
     config.num_steps = 100  # env steps (= TD updates) per `update`
     config.step_size = "decaying"  # "constant" or "decaying" (see module docstring)
     config.alpha = 0.1  # alpha (constant) or alpha_0 (decaying)
@@ -105,12 +112,20 @@ def td_target(reward, next_value, terminated, gamma):
 
 
 def fixed_policy(config, task) -> jax.Array:
-    check_choice("policy", config.policy, POLICIES)
+    """The evaluated policy pi [S, A]: `config.policy`, softened by `config.epsilon` if the
+    config has one."""
+    message = common.policy_spec_rule(config.policy)
+    if message:
+        raise ValueError(f"unknown policy {config.policy!r}; valid choices: {message}")
     mdp = common.model_of(task)
     if config.policy == "uniform":
-        return common.uniform_policy(mdp.num_states, mdp.num_actions)
-    v_star = common.optimal_values(mdp, config.gamma)
-    return common.greedy(common.q_from_v(mdp, v_star, config.gamma))
+        policy = common.uniform_policy(mdp.num_states, mdp.num_actions)
+    elif config.policy == "optimal":
+        v_star = common.optimal_values(mdp, config.gamma)
+        policy = common.greedy(common.q_from_v(mdp, v_star, config.gamma))
+    else:
+        policy = common.given_policy(config.policy, task, float_dtype())
+    return common.soften(policy, config.get("epsilon", 0.0))
 
 
 # ---------------------------------------------------------------------- protocol

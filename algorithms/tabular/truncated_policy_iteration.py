@@ -29,10 +29,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.tabular import common
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = {**common.RULES, "eval_sweeps": rules.count}
 
 
 @struct.dataclass

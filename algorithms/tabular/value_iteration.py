@@ -6,6 +6,12 @@
 
 One `update` is one sweep over all states. The contraction mapping theorem gives
 ||v_k - v*||_inf <= gamma^k ||v_0 - v*||_inf (Ch. 3).
+
+Metrics of an update: bellman_residual ||v_{k+1} - v_k||_inf and value_error_bound, a bound on
+||v_{k+1} - v*||_inf that holds in floating point: gamma / (1 - gamma) times the residual (the
+contraction bound) plus `common.float_resolution` of the values. In float32 the sweeps can
+reach a rounding fixed point (residual 0) that is not v*; the bound stays above that error, and
+`--config.x64=true` shrinks it by the ratio of the machine epsilons (about 5e8).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from algorithms.tabular import common
 
 TASK_FLAG, DEFAULT_TASK, PRIMARY_METRIC = "env", "gridworld", "eval/policy_value"
 make_task = common.make_task
+CONFIG_RULES = common.RULES
 
 
 @struct.dataclass
@@ -41,7 +48,10 @@ def update(state: State, config, task):
     mdp = common.model_of(task)
     q = common.q_from_v(mdp, state.values, config.gamma)
     values = jnp.max(q, axis=-1)
-    metrics = {"bellman_residual": jnp.max(jnp.abs(values - state.values))}
+    residual = jnp.max(jnp.abs(values - state.values))
+    metrics = {"bellman_residual": residual,
+               "value_error_bound": config.gamma * residual / (1.0 - config.gamma)
+               + common.float_resolution(values, config.gamma)}
     return State(values=values, policy=common.greedy(q), step=state.step + 1), metrics
 
 
