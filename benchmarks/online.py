@@ -4,11 +4,12 @@
     python benchmarks/online.py --quick         # 1 and 8 seeds, shorter chunks (smoke test)
     python benchmarks/online.py --seeds=1,64,1024 --updates=8   # e.g. on a GPU
 
-Every configuration is timed on the runner's exact program (launch/runner.py):
-`jit(lambda s: lax.scan(lambda c, _: vmap(update)(c), s, None, length=K))` on a state from
-`jit(vmap(init))` over S seed keys. Compile time is `lower(state).compile()` alone (no
-execution); the chunk wall time is the best of 3 calls of the compiled chunk on the same input
-state, each ended by `block_until_ready` (only 1 call when the first takes over 5 s; the `n`
+Every configuration is timed on the programs a run executes, `launch.runner.build_programs(algo,
+config, task, S)`: the state is `programs.init(runner.seed_keys(0, S))`, a chunk is
+`programs.chunk(K)(state)` (K updates of the S vmapped seeds in one jitted lax.scan). Compile
+time is `programs.lower_chunk(K, state).compile()` alone (no execution); the chunk wall time is
+the best of 3 calls of `programs.chunk(K)` on the same input state after one untimed call,
+each ended by `block_until_ready` (only 1 timed call when the first takes over 5 s; the `n`
 column says how many). Env steps per update come from the config, as each update's
 docstring defines it: PPO num_envs x num_steps (one rollout), DQN num_envs x num_steps (then
 their gradient steps), SAC num_envs x num_steps (each env step followed by num_envs gradient
@@ -36,6 +37,7 @@ import time
 import jax
 
 from algorithms.online import dqn, ppo, sac
+from launch import runner
 
 # Chunk lengths K (updates per jitted chunk) chosen so a chunk takes ~0.1-5 s on 2 CPU cores
 # across 1..64 seeds; --updates overrides all of them.
@@ -79,14 +81,15 @@ def _best_of(fn, repeats=3, long_s=5.0):
 
 def measure(algo, config, task, seeds: int, updates: int):
     """(compile s, best chunk wall s, calls timed) of the runner's chunk program."""
-    keys = jax.random.split(jax.random.key(0), seeds)
-    state = jax.block_until_ready(jax.jit(jax.vmap(lambda k: algo.init(k, config, task)))(keys))
-    vupdate = jax.vmap(lambda s: algo.update(s, config, task))
-    chunk = jax.jit(lambda s: jax.lax.scan(lambda c, _: vupdate(c), s, None, length=updates))
+    programs = runner.build_programs(algo, config, task, seeds)
+    keys = jax.device_put(runner.seed_keys(0, seeds), programs.sharding)
+    state = jax.block_until_ready(programs.init(keys))
     t0 = time.perf_counter()
-    compiled = chunk.lower(state).compile()
+    programs.lower_chunk(updates, state).compile()
     compile_s = time.perf_counter() - t0
-    wall, n = _best_of(lambda: jax.block_until_ready(compiled(state)))
+    chunk = programs.chunk(updates)
+    jax.block_until_ready(chunk(state))  # the call that compiles it for the runner's callable
+    wall, n = _best_of(lambda: jax.block_until_ready(chunk(state)))
     return compile_s, wall, n
 
 
@@ -118,8 +121,8 @@ def main():
           f"{os.cpu_count()} cores, python {platform.python_version()}")
     print(f"# jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} x "
           f"{dev.device_kind}; {_load()}")
-    print("# runner program: jit(lax.scan(vmap(update), length=K)); compile = lower+compile; "
-          "wall = best of n calls; growth = wall(S) / wall(1 seed)")
+    print("# runner.build_programs: chunk(K) = jit(lax.scan(vmap(update), length=K)); compile = "
+          "lower_chunk+compile; wall = best of n calls; growth = wall(S) / wall(1 seed)")
     pc = ppo_config()
     print(f"# ppo: {pc.num_envs} envs x {pc.num_steps} steps, {pc.update_epochs} epochs x "
           f"{pc.num_minibatches} minibatches, hidden {tuple(pc.hidden_sizes)} {pc.activation}; "

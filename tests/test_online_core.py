@@ -237,3 +237,29 @@ def test_discounted_returns_match_a_python_loop_on_random_inputs():
             want[t, n] = g
     got = returns.discounted_returns(jnp.asarray(r), jnp.asarray(done), 0.95, jnp.asarray(boot))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- normalisation
+def test_normalize_advantages_centres_a_constant_batch_exactly():
+    seven = jnp.full(7, 0.1, jnp.float32)
+    assert float(seven.mean()) != np.float32(0.1)  # the float32 mean is off by an ulp
+    normalize = jax.jit(returns.normalize_advantages)
+    np.testing.assert_array_equal(normalize(seven), np.zeros(7, np.float32))
+    mask = jnp.array([1, 1, 1, 1, 1, 1, 1, 0, 0], jnp.float32)
+    padded = jnp.concatenate([seven, jnp.array([5.0, -3.0])])
+    np.testing.assert_array_equal(jax.jit(returns.normalize_advantages)(padded, mask),
+                                  np.zeros(9, np.float32))
+
+
+def test_normalize_advantages_is_the_plain_formula_otherwise():
+    rng = np.random.default_rng(5)
+    adv = jnp.asarray(rng.normal(2.0, 3.0, size=(4, 64)).astype(np.float32))
+    got = jax.jit(returns.normalize_advantages)(adv)
+    want = jax.jit(lambda a: (a - a.mean()) / (a.std() + 1e-8))(adv)
+    np.testing.assert_array_equal(got, want)
+    assert abs(float(got.mean())) < 1e-6 and abs(float(got.std()) - 1) < 1e-5
+    mask = jnp.asarray(rng.random((4, 64)) < 0.6, jnp.float32)
+    got = np.asarray(returns.normalize_advantages(adv, mask))
+    a, m = np.asarray(adv, np.float64), np.asarray(mask, bool)
+    want = (a - a[m].mean()) / (a[m].std() + 1e-8)
+    np.testing.assert_allclose(got[m], want[m], rtol=1e-5, atol=1e-6)

@@ -157,6 +157,29 @@ def test_reward_to_go_bootstraps_truncation_and_rollout_end():
     np.testing.assert_allclose(ret[:2, 0], [1 + g * 2, 2], rtol=1e-6)
 
 
+def test_reward_to_go_keeps_float64_under_x64():
+    """gamma and the masks take the rewards' dtype: float64 returns to float64 accuracy."""
+    rng = np.random.default_rng(6)
+    t, n, g = 50, 3, 0.99
+    r, nv = rng.normal(size=(t, n)), rng.normal(size=(t, n))
+    dones = rng.random((t, n)) < 0.1
+    trunc = dones & (rng.random((t, n)) < 0.5)
+    want, acc = np.zeros((t, n)), nv[-1]
+    for i in reversed(range(t)):
+        acc = r[i] + g * trunc[i] * nv[i] + g * (1 - dones[i]) * acc
+        want[i] = acc
+    with jax.enable_x64(True):
+        batch = op.Rollout(obs=None, actions=None, log_probs=None, rewards=jnp.asarray(r),
+                           terminated=jnp.asarray(dones & ~trunc), truncated=jnp.asarray(trunc),
+                           dones=jnp.asarray(dones), next_obs=None)
+        for partial in (True, False):
+            ret, mask = jax.jit(reinforce.reward_to_go, static_argnums=(2, 3))(
+                batch, jnp.asarray(nv), g, partial)
+            assert ret.dtype == mask.dtype == jnp.float64
+        ret, _ = reinforce.reward_to_go(batch, jnp.asarray(nv), g, True)
+        np.testing.assert_allclose(np.asarray(ret), want, rtol=1e-13, atol=1e-13)
+
+
 def test_gae_lambda_one_is_a3c_n_step_return():
     """A2C's default: R_t = sum_k gamma^k r_{t+k} + gamma^{T-t} V(s_T), cut at episode ends."""
     rng = np.random.default_rng(4)

@@ -76,6 +76,39 @@ def test_value_loss_matches_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_value_loss_without_half_is_eq9_squared_error():
+    v, v_old, tgt = (jnp.asarray(RNG.normal(size=64).astype(np.float32)) for _ in range(3))
+    np.testing.assert_array_equal(ppo.value_loss(v, v_old, tgt, half=False),
+                                  jnp.square(v - tgt))
+    for eps in (None, 0.2):
+        np.testing.assert_array_equal(ppo.value_loss(v, v_old, tgt, clip_eps=eps, half=False),
+                                      2 * ppo.value_loss(v, v_old, tgt, clip_eps=eps))
+
+
+def test_value_loss_choices_in_the_update():
+    """vf_loss_half=False with vf_coef 0.25 is the default's 0.5 * 1/2 bit for bit (scaling by
+    powers of 2 is exact); a vf_clip_eps set apart from clip_eps changes the critic's training."""
+    env, params = envs.make("CartPole-v1")
+    task = envs.Task(env, params)
+
+    def run(**over):
+        config = ppo.default_config()
+        config.update(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1,
+                      hidden_sizes=(8,), total_timesteps=10 * 2 * 16, **over)
+        state = _fast_jit(lambda k: ppo.init(k, config, task))(jax.random.key(0))
+        return _fast_jit(lambda s: jax.lax.scan(lambda c, _: ppo.update(c, config, task), s,
+                                                None, length=2))(state)
+
+    base, base_metrics = run()
+    halved, halved_metrics = run(vf_loss_half=False, vf_coef=0.25)
+    for a, b in zip(_key_free(base), _key_free(halved)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(halved_metrics["value_loss"], 2 * base_metrics["value_loss"])
+    apart, _ = run(vf_clip_eps=1e-4)
+    critic = lambda s: np.asarray(s.params["critic"]["params"]["MLP_0"]["Dense_0"]["kernel"])
+    assert not np.array_equal(critic(apart), critic(base))
+
+
 # ---------------------------------------------------------------------------- training
 def _fast_jit(fn):
     """jit compiled at XLA CPU backend optimization level 0: the same function, about half the

@@ -17,6 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+# Hidden-layer activations by config name (`config.activation`); the names are the codebase's
+# shared choice set (algorithms.core.config_rules.VOCABULARY).
+ACTIVATIONS: dict[str, Callable] = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu,
+                                    "swish": nn.swish, "elu": nn.elu, "mish": jax.nn.mish}
+
+
 def _orthogonal(scale: float):
     """flax's orthogonal initializer, vmapped as a loop over the batch (same values).
 

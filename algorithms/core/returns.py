@@ -4,6 +4,7 @@ Pure, un-jitted functions over time-major arrays ([T, ...] with the batch in tra
 the caller jits and vmaps. `_t` is the step index; `dones_t` marks that the episode ended AT
 step t (after reward_t), `terminated_t` that it ended in a true terminal state (no bootstrap);
 a truncated episode still bootstraps from the value of its final observation.
+`normalize_advantages` standardises a batch of advantages (any shape).
 """
 from __future__ import annotations
 
@@ -65,3 +66,37 @@ def td_target(reward: jax.Array, discount: jax.Array, next_value: jax.Array) -> 
     """One-step TD target r + discount * v(s'), discount = gamma (1 - terminated) (Sutton 1988)."""
     chex.assert_equal_shape([reward, discount, next_value])
     return reward + discount * next_value
+
+
+def normalize_advantages(adv: jax.Array, mask: jax.Array | None = None,
+                         eps: float = 1e-8) -> jax.Array:
+    """(A - mean A) / (std A + eps) over all entries of `adv` (or those where mask = 1).
+
+    The per-batch or per-minibatch advantage standardisation of PPO, A2C, TRPO and REINFORCE
+    implementations (one of the PPO code-level choices studied by Engstrom et al. 2020 and
+    Andrychowicz et al. 2021): it keeps the ordering of the advantages and fixes the scale of
+    the policy gradient. The mean and the
+    (population) standard deviation are masked means, sum(x m) / max(sum(m), 1), with a mask.
+
+    A constant batch gives exactly 0: its advantages prefer no action over another. The
+    floating-point mean of a constant need not equal it (float32: seven 0.1s average to
+    0.10000001), and dividing that rounding error by std + eps = eps would turn it into
+    advantages of +-0.4; every other batch gets the plain formula's floats.
+
+    Args:
+      adv: advantages, any shape.
+      mask: optional 0/1 weights of adv's shape (entries with 0 are ignored).
+    Returns: normalised advantages, adv's shape and dtype.
+    """
+    if mask is None:
+        centred = adv - adv.mean()
+        std = adv.std()
+        lowest, highest = adv.min(), adv.max()
+    else:
+        chex.assert_equal_shape([adv, mask])
+        count = jnp.maximum(jnp.sum(mask), 1.0)
+        centred = adv - jnp.sum(adv * mask) / count
+        std = jnp.sqrt(jnp.sum(centred ** 2 * mask) / count)
+        lowest = jnp.min(jnp.where(mask > 0, adv, jnp.inf))
+        highest = jnp.max(jnp.where(mask > 0, adv, -jnp.inf))
+    return jnp.where(lowest == highest, jnp.zeros_like(adv), centred / (std + eps))

@@ -7,6 +7,7 @@ own losses, targets and update ordering. Transitions are dicts with keys obs, ac
 next_obs, terminated; `next_obs` is the pre-reset `info["final_observation"]` (gymnax auto-resets)
 so targets bootstrap through truncation, and `terminated` alone cuts the bootstrap. Box actions
 are stored in the normalised box [-1, 1] (`algorithms.core.spaces`), Discrete ones as int32.
+`RULES` / `CHECKS` are the config rules the four modules share (algorithms.core.config_rules).
 """
 from __future__ import annotations
 
@@ -16,10 +17,44 @@ import jax
 import jax.numpy as jnp
 
 from algorithms.core import buffer as replay
+from algorithms.core import config_rules as rules
 from algorithms.core import spaces
 from algorithms.core.networks import flatten_obs
 from algorithms.core.tree import strong_types
+from algorithms.online import _budget
 from envs.wrappers import make_vec_env
+
+
+def warmup_fits_buffer(config) -> str | None:
+    """Config check: the warm-up's transitions (written at once) and one vector step fit."""
+    if config.learning_starts > config.buffer_size:
+        return (f"config.learning_starts={config.learning_starts} is more than config."
+                f"buffer_size={config.buffer_size}: the warm-up writes its transitions at once, "
+                f"so learning_starts must be at most {config.buffer_size} (or raise buffer_size)")
+    if config.num_envs > config.buffer_size:
+        return (f"config.num_envs={config.num_envs} is more than config.buffer_size="
+                f"{config.buffer_size}: it must be at most {config.buffer_size}")
+    return None
+
+
+def update_fits_buffer(config) -> str | None:
+    """Config check for agents that write an update's num_envs x num_steps transitions at once
+    (DQN, DDPG)."""
+    per_update = config.num_envs * config.num_steps
+    if per_update > config.buffer_size:
+        return (f"config.num_steps={config.num_steps} with config.num_envs={config.num_envs} "
+                f"writes {per_update} transitions per update at once, more than config."
+                f"buffer_size={config.buffer_size} holds; num_envs * num_steps must be at most "
+                f"{config.buffer_size} (or raise buffer_size)")
+    return None
+
+
+# Config rules every off-policy module shares (`CONFIG_RULES = {**off.RULES, ...}`).
+RULES = {**_budget.RULES,
+         "learning_starts": rules.non_negative_count,
+         "buffer_size": rules.count,
+         "tau": rules.in_range(0.0, 1.0, low_open=True)}  # 0 would freeze the targets
+CHECKS = (*_budget.CHECKS, warmup_fits_buffer)
 
 
 def vec_env(config, task):

@@ -10,6 +10,7 @@ bootstrap from V(final observation) while `terminated` cuts it.
 Discrete action spaces get a `CategoricalPolicy`, Box spaces a `GaussianPolicy` over the
 flattened action (state-independent log std) acting in the environment's units; its samples
 are stored and scored unclipped, and the environment wrapper clips them to the box.
+`RULES` / `CHECKS` are the config rules the four modules share (algorithms.core.config_rules).
 """
 from __future__ import annotations
 
@@ -22,10 +23,17 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import spaces as gym_spaces
 
+from algorithms.core import config_rules as rules
 from algorithms.core import networks, spaces
+from algorithms.online import _budget
 from envs import wrappers
 
-ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+# Config rules every on-policy module shares (`CONFIG_RULES = {**op.RULES, ...}`).
+RULES = {**_budget.RULES,
+         "activation": rules.one_of(*networks.ACTIVATIONS),
+         "adam_eps": rules.positive,
+         "reward_scale": rules.positive}
+CHECKS = _budget.CHECKS
 
 
 @struct.dataclass
@@ -49,7 +57,7 @@ def flat_obs(obs: jax.Array, task) -> jax.Array:
 def build_networks(config, task) -> tuple[nn.Module, nn.Module]:
     """(policy, value) with `config.hidden_sizes` and `config.activation`."""
     hidden = tuple(config.hidden_sizes)
-    act = ACTIVATIONS[config.activation]
+    act = networks.ACTIVATIONS[config.activation]
     space = task.env.action_space(task.params)
     if isinstance(space, gym_spaces.Discrete):
         policy = networks.CategoricalPolicy(hidden, int(space.n), act)

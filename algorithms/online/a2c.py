@@ -33,9 +33,11 @@ import ml_collections
 import optax
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, tasks
 from algorithms.core.evaluation import evaluate_act
-from algorithms.core.returns import gae
+from algorithms.core.returns import gae, normalize_advantages
+from algorithms.online import _budget
 from algorithms.online import _onpolicy as op
 
 TASK_FLAG = "env"
@@ -94,7 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.total_timesteps = 500_000
     c.num_envs = 8  # synchronous actors (the paper's actor-learner threads)
     c.num_steps = 5  # t_max (Mnih et al. 2016)
-    c.num_updates = c.get_ref("total_timesteps") // (c.get_ref("num_envs") * c.get_ref("num_steps"))
+    c.num_updates = _budget.num_updates_ref(c)
     c.log_every = 250
     c.eval_every = 1250
     c.eval_episodes = 16
@@ -108,11 +110,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.vf_coef = 0.5
     c.ent_coef = 0.01  # beta (Mnih et al. 2016)
     c.max_grad_norm = 0.5  # 0: no clipping
-    c.normalize_advantages = False
+    c.normalize_advantages = False  # standardize A over each batch
     c.hidden_sizes = (64, 64)
     c.activation = "tanh"
     c.normalize_obs = False
     return c
+
+
+CONFIG_RULES = {**op.RULES,
+                "optimizer": rules.one_of("rmsprop", "adam"),
+                "rmsprop_decay": rules.in_range(0.0, 1.0, high_open=True),
+                "rmsprop_eps": rules.positive}
+CONFIG_CHECKS = op.CHECKS
 
 
 def _optimizer(config):
@@ -147,7 +156,7 @@ def update(state: State, config, task):
     obs_b, act_b, adv_b, ret_b = map(op.flatten_time, (batch.obs, batch.actions, advantages,
                                                        returns))
     if config.normalize_advantages:
-        adv_b = (adv_b - adv_b.mean()) / (adv_b.std() + 1e-8)
+        adv_b = normalize_advantages(adv_b)
 
     def loss_fn(params):
         dist = policy.apply(params["policy"], obs_b)

@@ -39,10 +39,12 @@ import ml_collections
 from flax import struct
 
 from algorithms.core import buffer as replay
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, spaces, tasks
 from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import DeterministicPolicy, QNet, flatten_obs
 from algorithms.core.returns import td_target
+from algorithms.online import _budget
 from algorithms.online import _offpolicy as off
 from envs.wrappers import episode_metrics
 
@@ -100,8 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_envs = 1  # as in the paper: one env, one gradient step per env step
     c.num_steps = 1  # vector steps per `update`
     c.learning_starts = 1000  # env steps of uniform random actions before the first update
-    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
-                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
+    c.num_updates = _budget.num_updates_ref(c, warmup=True)
     c.log_every = 1000  # updates per jitted chunk
     c.eval_every = 5000  # updates between evaluations
     c.eval_episodes = 10  # deterministic evaluation episodes (no exploration noise)
@@ -115,6 +116,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.train_frequency = 1  # env steps per gradient step
     c.hidden_sizes = (128, 128)  # ReLU MLPs for actor and critic (paper: (400, 300))
     return c
+
+
+CONFIG_RULES = {**off.RULES,
+                "train_frequency": rules.count,
+                "exploration_noise": rules.non_negative}
+CONFIG_CHECKS = (*off.CHECKS, off.update_fits_buffer)
 
 
 @struct.dataclass

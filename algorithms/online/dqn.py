@@ -43,10 +43,12 @@ import ml_collections
 from flax import struct
 
 from algorithms.core import buffer as replay
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, spaces, tasks
 from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import DiscreteQNet, flatten_obs
 from algorithms.core.returns import td_target
+from algorithms.online import _budget
 from algorithms.online import _offpolicy as off
 from envs.wrappers import episode_metrics
 
@@ -142,8 +144,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_envs = 8  # parallel envs stepped in lockstep
     c.num_steps = 10  # vector steps per `update` (num_envs * num_steps env steps)
     c.learning_starts = 10_000  # env steps of uniform random actions before the first update
-    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
-                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
+    c.num_updates = _budget.num_updates_ref(c, warmup=True)
     c.log_every = 125  # updates per jitted chunk (1e4 env steps)
     c.eval_every = 625  # updates between evaluations (5e4 env steps)
     c.eval_episodes = 10  # greedy evaluation episodes
@@ -164,6 +165,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.max_grad_norm = 0.0  # > 0: clip the global gradient norm (0: off, as CleanRL)
     c.hidden_sizes = (120, 84)  # ReLU MLP
     return c
+
+
+LOSSES = ("mse", "huber")
+CONFIG_RULES = {**off.RULES,
+                "train_frequency": rules.count,
+                "target_update_period": rules.count,
+                "start_e": rules.probability,
+                "end_e": rules.probability,
+                "exploration_fraction": rules.probability,
+                "loss": rules.one_of(*LOSSES),
+                "huber_delta": rules.positive}
+CONFIG_CHECKS = (*off.CHECKS, off.update_fits_buffer)
 
 
 @struct.dataclass
@@ -247,8 +260,8 @@ def update(state: State, config, task):
     net, opt = _network(config, task), _optimizer(config)
     hp = state.hparams
     huber_delta = config.huber_delta if config.loss == "huber" else None
-    if config.loss not in ("mse", "huber"):
-        raise ValueError(f"config.loss must be 'mse' or 'huber', got {config.loss!r}")
+    if config.loss not in LOSSES:
+        raise ValueError(f"config.loss must be one of {LOSSES}, got {config.loss!r}")
     key, k_collect, k_train = jax.random.split(state.key, 3)
 
     env_state, obs, transitions, stats, epsilon = _collect(state, config, task, k_collect)

@@ -7,7 +7,7 @@ One `update` = one iteration of Algorithm 1 ("PPO, Actor-Critic Style"):
        targets A + V, bootstrapping through truncation (V of the final observation);
     3. `update_epochs` epochs of minibatch Adam on  L = L^pi + c1 L^VF - c2 S[pi]  (Eq. 9, as a
        loss to minimize), minibatches drawn by shuffling the batch each epoch, advantages
-       normalized per minibatch; the policy term is either
+       normalized per minibatch; the value term is `value_loss` (see below); the policy term is
          variant="clip":        L^CLIP, the clipped surrogate of Eq. 7, or
          variant="kl_penalty": L^KLPEN, the KL-penalized surrogate of Eq. 8 with an adaptive beta
                                (Sec. 4): after the update, with d = mean KL[pi_old, pi] (batch),
@@ -18,6 +18,13 @@ One `update` = one iteration of Algorithm 1 ("PPO, Actor-Critic Style"):
                                once the per-update KL stays below kl_min, beta halves every
                                update until it underflows to 0 and the objective is the plain
                                surrogate r_t A_t.
+
+The value term: Eq. 9 has L^VF_t = (V(s_t) - V^targ_t)^2 with coefficient c1. The defaults
+follow CleanRL's ppo.py / PureJaxRL instead: `vf_loss_half=True` halves the squared error (so
+vf_coef=0.5 weighs it by 0.25), and `clip_vf=True` clips V around the old values (Engstrom et
+al. 2020) with `vf_clip_eps`, which defaults to clip_eps and, while equal to it, is the same
+traced epsilon (a clip_eps sweep moves both). Eq. 9 exactly: `--config.vf_loss_half=false
+--config.clip_vf=false --config.vf_coef=1` (c1 = 1 is the paper's Atari value, Table 5).
 
 Rollouts, networks and acting are the on-policy family's (`_onpolicy.py`): a categorical policy
 for Discrete actions, a Gaussian with a state-independent log std for Box actions (its unclipped
@@ -47,8 +54,10 @@ import ml_collections
 import optax
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, returns, tasks
 from algorithms.core.evaluation import evaluate_act
+from algorithms.online import _budget
 from algorithms.online import _onpolicy as op
 
 TASK_FLAG = "env"
@@ -116,14 +125,17 @@ def adapt_kl_beta(beta: jax.Array, kl: jax.Array, *, kl_min: float, kl_max: floa
 
 
 def value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, *,
-               clip_eps: float | None = None) -> jax.Array:
-    """Squared-error value loss L^VF_t (PPO Eq. 9), optionally clipped around the old values.
+               clip_eps: float | None = None, half: bool = True) -> jax.Array:
+    """Squared-error value loss L^VF_t (PPO Eq. 9), optionally clipped and halved.
 
-        unclipped:  0.5 (V(s_t) - V^targ_t)^2
-        clipped:    0.5 max((V - V^targ)^2, (V_old + clip(V - V_old, -eps, eps) - V^targ)^2)
+        Eq. 9:      (V(s_t) - V^targ_t)^2
+        clipped:    max((V - V^targ)^2, (V_old + clip(V - V_old, -eps, eps) - V^targ)^2)
+        half:       either of them times 1/2
 
     The clipped form is the one of the OpenAI baselines implementation (Engstrom et al. 2020,
-    "value function clipping"); `clip_eps=None` gives the paper's plain squared error.
+    "value function clipping"); `clip_eps=None` gives the unclipped error. The factor 1/2 is
+    CleanRL's / PureJaxRL's convention (`half=True`); `half=False, clip_eps=None` is Eq. 9's
+    L^VF_t.
     Args: values, old_values, targets: [B]. Returns: [B] losses to minimize.
     """
     chex.assert_rank([values, old_values, targets], 1)
@@ -132,7 +144,7 @@ def value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, *,
     if clip_eps is not None:
         clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
         loss = jnp.maximum(loss, jnp.square(clipped - targets))
-    return 0.5 * loss
+    return 0.5 * loss if half else loss
 
 
 # ---------------------------------------------------------------------------- config & state
@@ -141,7 +153,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.total_timesteps = 500_000  # env steps per seed
     c.num_envs = 4  # parallel envs per seed (CleanRL / PureJaxRL CartPole)
     c.num_steps = 128  # rollout length per env; one update = num_envs * num_steps env steps
-    c.num_updates = c.get_ref("total_timesteps") // (c.get_ref("num_envs") * c.get_ref("num_steps"))
+    c.num_updates = _budget.num_updates_ref(c)
     c.update_epochs = 4  # K epochs per batch (paper: 3-10)
     c.num_minibatches = 4  # minibatch size = num_envs * num_steps / num_minibatches
     c.lr = 2.5e-4  # Adam step size (paper Atari: 2.5e-4 x annealing)
@@ -149,25 +161,57 @@ def default_config() -> ml_collections.ConfigDict:
     c.gamma = 0.99
     c.gae_lambda = 0.95
     c.variant = "clip"  # "clip" (Eq. 7) or "kl_penalty" (Eq. 8, adaptive beta)
-    c.clip_eps = 0.2  # epsilon of Eq. 7 (also the value-clipping range when clip_vf)
-    c.clip_vf = True  # clip the value loss around the old values
+    c.clip_eps = 0.2  # epsilon of Eq. 7
+    c.clip_vf = True  # clip the value loss around the old values (not in Eq. 9)
+    # value-clipping range: follows clip_eps until set (a derived reference: setting it leaves
+    # clip_eps alone)
+    c.vf_clip_eps = c.get_ref("clip_eps").identity()
+    c.vf_loss_half = True  # L^VF = 1/2 (V - V^targ)^2 (CleanRL); False: Eq. 9's (V - V^targ)^2
     c.kl_target = 0.01  # d_targ of Sec. 4 (paper's best for the adaptive KL variant)
     c.kl_max = c.get_ref("kl_target") * 1.5  # beta *= factor when KL > kl_max
     c.kl_min = c.get_ref("kl_target") / 1.5  # beta /= factor when KL < kl_min
     c.kl_beta_init = 1.0  # initial beta (paper: 1)
     c.kl_beta_factor = 2.0  # (paper: 2)
     c.ent_coef = 0.01  # c2 of Eq. 9
-    c.vf_coef = 0.5  # c1 of Eq. 9
+    c.vf_coef = 0.5  # c1 of Eq. 9 (with vf_loss_half, 0.25 on the squared error)
     c.max_grad_norm = 0.5  # global gradient-norm clip (0: none)
     c.normalize_adv = True  # per-minibatch advantage normalization
     c.normalize_obs = False  # running mean/std of observations (envs.wrappers)
     c.reward_scale = 1.0  # rewards multiplied by this for learning only (e.g. 0.1 on Pendulum)
     c.hidden_sizes = (64, 64)
-    c.activation = "tanh"  # or "relu"
+    c.activation = "tanh"  # or relu, gelu, swish, elu, mish
     c.log_every = 16  # updates per jitted chunk
     c.eval_every = 128  # updates between evaluations
     c.eval_episodes = 16
     return c
+
+
+def _minibatches_divide_batch(config) -> str | None:
+    batch = config.num_envs * config.num_steps
+    return None if batch % config.num_minibatches == 0 else (
+        f"config.num_minibatches={config.num_minibatches} does not divide the batch of "
+        f"num_envs * num_steps = {batch} samples; it must be a divisor of {batch}")
+
+
+def _kl_bounds_ordered(config) -> str | None:
+    return None if config.kl_min <= config.kl_max else (
+        f"config.kl_min={config.kl_min} must be <= config.kl_max={config.kl_max} (the adaptive "
+        f"beta's band around kl_target)")
+
+
+CONFIG_RULES = {
+    **op.RULES,
+    "update_epochs": rules.count,
+    "variant": rules.one_of(*VARIANTS),
+    "clip_eps": rules.positive,
+    "vf_clip_eps": rules.positive,
+    "kl_target": rules.positive,
+    "kl_max": rules.positive,
+    "kl_min": rules.non_negative,
+    "kl_beta_init": rules.non_negative,
+    "kl_beta_factor": rules.in_range(1.0),  # 1: a fixed beta; < 1 would invert the rule
+}
+CONFIG_CHECKS = (*op.CHECKS, _minibatches_divide_batch, _kl_bounds_ordered)
 
 
 @struct.dataclass
@@ -187,12 +231,11 @@ def _optimizer(config):
 
 
 def init(key, config, task) -> State:
+    # The runner checks every rule first; these two guard direct callers of init.
     if config.variant not in VARIANTS:
         raise ValueError(f"config.variant must be one of {VARIANTS}, got {config.variant!r}")
-    batch = config.num_envs * config.num_steps
-    if batch % config.num_minibatches:
-        raise ValueError(f"num_envs * num_steps = {batch} is not divisible by "
-                         f"num_minibatches = {config.num_minibatches}")
+    if _minibatches_divide_batch(config):
+        raise ValueError(_minibatches_divide_batch(config))
     k_env, k_actor, k_critic, key = jax.random.split(key, 4)
     _, _, actor_params, critic_params, _, env_state, obs = op.init_networks(
         k_actor, k_critic, k_env, config, task)
@@ -235,6 +278,9 @@ def update(state: State, config, task):
     mb_size = batch_size // config.num_minibatches
     old_params = state.params
 
+    # The value clip is the policy's (possibly swept) epsilon until vf_clip_eps is set apart.
+    vf_clip_eps = (hp["clip_eps"] if config.vf_clip_eps == config.clip_eps
+                   else config.vf_clip_eps)
     frac = 1.0 - state.step.astype(jnp.float32) / config.num_updates if config.anneal_lr else 1.0
     opt_state = optim.set_learning_rate(state.opt_state, hp["lr"] * frac)
     tx = _optimizer(config)
@@ -244,9 +290,7 @@ def update(state: State, config, task):
         log_prob = dist.log_prob(mb.action)
         log_ratio = log_prob - mb.log_prob
         ratio = jnp.exp(log_ratio)
-        adv = mb.adv
-        if config.normalize_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = returns.normalize_advantages(mb.adv) if config.normalize_adv else mb.adv
         if config.variant == "clip":
             pg = clipped_surrogate_loss(ratio, adv, eps=hp["clip_eps"]).mean()
         else:
@@ -254,8 +298,8 @@ def update(state: State, config, task):
             kl = old_dist.kl_divergence(dist)
             pg = kl_penalty_loss(ratio, adv, kl, beta=state.kl_beta).mean()
         v = critic.apply(params["critic"], mb.obs)
-        vf = value_loss(v, mb.value, mb.target,
-                        clip_eps=hp["clip_eps"] if config.clip_vf else None).mean()
+        vf = value_loss(v, mb.value, mb.target, clip_eps=vf_clip_eps if config.clip_vf else None,
+                        half=config.vf_loss_half).mean()
         entropy = dist.entropy().mean()
         loss = pg + config.vf_coef * vf - hp["ent_coef"] * entropy
         aux = {"policy_loss": pg, "value_loss": vf, "entropy": entropy,

@@ -37,9 +37,11 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, tasks
 from algorithms.core.evaluation import evaluate_act
-from algorithms.core.returns import discounted_returns
+from algorithms.core.returns import discounted_returns, normalize_advantages
+from algorithms.online import _budget
 from algorithms.online import _onpolicy as op
 
 TASK_FLAG = "env"
@@ -92,7 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.total_timesteps = 500_000
     c.num_envs = 4
     c.num_steps = 256  # rollout length per env; CartPole episodes last <= 500 steps
-    c.num_updates = c.get_ref("total_timesteps") // (c.get_ref("num_envs") * c.get_ref("num_steps"))
+    c.num_updates = _budget.num_updates_ref(c)
     c.log_every = 10
     c.eval_every = 50
     c.eval_episodes = 16
@@ -108,6 +110,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.activation = "tanh"
     c.normalize_obs = False
     return c
+
+
+CONFIG_RULES = {**op.RULES, "vf_steps": rules.count}
+CONFIG_CHECKS = op.CHECKS
 
 
 def _optimizers(config):
@@ -135,13 +141,14 @@ def reward_to_go(batch: op.Rollout, next_values: jax.Array, gamma: float,
     cut episode; the rollout's last step bootstraps from v(s_T) or, without `bootstrap_partial`,
     the samples of unfinished episodes get mask 0.
     """
+    f = batch.rewards.dtype  # gamma and the masks in the rewards' precision (float64 under x64)
     cut = batch.truncated & ~batch.terminated
-    rewards = batch.rewards + gamma * cut.astype(jnp.float32) * next_values
+    rewards = batch.rewards + gamma * cut.astype(f) * next_values
     if bootstrap_partial:
         returns = discounted_returns(rewards, batch.dones, gamma, bootstrap=next_values[-1])
         return returns, jnp.ones_like(returns)
     returns = discounted_returns(rewards, batch.dones, gamma)
-    ends_later = jax.lax.cummax(batch.dones.astype(jnp.float32), axis=0, reverse=True)
+    ends_later = jax.lax.cummax(batch.dones.astype(f), axis=0, reverse=True)
     return returns, ends_later
 
 
@@ -162,10 +169,8 @@ def update(state: State, config, task):
     baselines = value.apply(state.value_params, batch.obs)
     mask, returns, baselines = mask.ravel(), returns.ravel(), baselines.ravel()
     if config.normalize_advantages:  # G - b standardized over the batch: the policy sees
-        adv = returns - baselines     # reinforce_loss(log pi, G, G - A_normalized)
-        mean = _masked_mean(adv, mask)
-        std = jnp.sqrt(_masked_mean((adv - mean) ** 2, mask))
-        baselines = returns - (adv - mean) / (std + 1e-8)
+        # reinforce_loss(log pi, G, G - A_normalized)
+        baselines = returns - normalize_advantages(returns - baselines, mask)
     obs_flat, actions = op.flatten_time(batch.obs), op.flatten_time(batch.actions)
 
     def policy_loss(params):

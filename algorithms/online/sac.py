@@ -40,9 +40,11 @@ import ml_collections
 from flax import struct
 
 from algorithms.core import buffer as replay
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, spaces, tasks
 from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, flatten_obs
+from algorithms.online import _budget
 from algorithms.online import _offpolicy as off
 from envs.wrappers import episode_metrics
 
@@ -161,8 +163,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.learning_starts = 5_000  # uniform random steps before learning (reference code; counted)
     c.num_envs = 1  # paper: one environment
     c.num_steps = 250  # vectorised env steps per `update` (each followed by num_envs grad steps)
-    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
-                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
+    c.num_updates = _budget.num_updates_ref(c, warmup=True)
     c.log_every = 20  # updates per jitted chunk (5000 env steps)
     c.eval_every = 20
     c.eval_episodes = 10
@@ -175,6 +176,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_alpha = 1.0  # initial temperature (authors' code)
     c.target_entropy = -1.0  # per action dimension: H_bar = target_entropy * |A| (paper: -|A|)
     return c
+
+
+CONFIG_RULES = {**off.RULES,
+                "init_alpha": rules.positive,  # trained as log alpha
+                "target_entropy": rules.finite()}
+CONFIG_CHECKS = off.CHECKS
 
 
 def _nets(config, task):

@@ -40,9 +40,11 @@ import ml_collections
 from flax import struct
 
 from algorithms.core import buffer as replay
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, spaces, tasks
 from algorithms.core.evaluation import evaluate_act
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, flatten_obs
+from algorithms.online import _budget
 from algorithms.online import _offpolicy as off
 from envs.wrappers import episode_metrics
 
@@ -146,8 +148,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.learning_starts = 5_000  # random steps before learning (paper 1e4 / code 25e3 on MuJoCo)
     c.num_envs = 1  # paper: one environment
     c.num_steps = 250  # vectorised env steps per `update`
-    c.num_updates = ((c.get_ref("total_timesteps") - c.get_ref("learning_starts"))
-                     // (c.get_ref("num_envs") * c.get_ref("num_steps")))
+    c.num_updates = _budget.num_updates_ref(c, warmup=True)
     c.log_every = 20  # updates per jitted chunk (5000 env steps)
     c.eval_every = 20
     c.eval_episodes = 10
@@ -268,15 +269,30 @@ def _block_env_steps(config) -> int:
     return d // math.gcd(int(config.num_envs), d)
 
 
+def _whole_blocks(config) -> str | None:
+    """Config check: an update is a whole number of blocks (`_block_env_steps`)."""
+    block = _block_env_steps(config)
+    return None if config.num_steps % block == 0 else (
+        f"config.num_steps={config.num_steps} is not allowed: it must be a multiple of {block} "
+        f"(policy_delay / gcd(num_envs, policy_delay))")
+
+
+CONFIG_RULES = {**off.RULES,
+                "exploration_noise": rules.non_negative,
+                "policy_noise": rules.non_negative,
+                "noise_clip": rules.non_negative,
+                "policy_delay": rules.count}
+CONFIG_CHECKS = (*off.CHECKS, _whole_blocks)
+
+
 def update(state: State, config, task):
     """`num_steps` vectorised env steps, each followed by `num_envs` critic steps (UTD 1) and an
     actor + target step after every `policy_delay`-th critic step."""
     env = off.vec_env(config, task)
     actor, _ = _nets(config, task)
     block = _block_env_steps(config)
-    if config.num_steps % block:
-        raise ValueError(f"num_steps ({config.num_steps}) must be a multiple of {block} "
-                         f"(policy_delay / gcd(num_envs, policy_delay))")
+    if _whole_blocks(config):
+        raise ValueError(_whole_blocks(config))
 
     def run_block(state, _):
         stats_list, critic_metrics, actor_metrics = [], [], []

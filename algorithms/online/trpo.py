@@ -33,9 +33,11 @@ import ml_collections
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from algorithms.core import config_rules as rules
 from algorithms.core import optim, tasks
 from algorithms.core.evaluation import evaluate_act
-from algorithms.core.returns import gae
+from algorithms.core.returns import gae, normalize_advantages
+from algorithms.online import _budget
 from algorithms.online import _onpolicy as op
 
 TASK_FLAG = "env"
@@ -127,7 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.total_timesteps = 500_000
     c.num_envs = 8
     c.num_steps = 256  # 2048 samples per policy step
-    c.num_updates = c.get_ref("total_timesteps") // (c.get_ref("num_envs") * c.get_ref("num_steps"))
+    c.num_updates = _budget.num_updates_ref(c)
     c.log_every = 5
     c.eval_every = 25
     c.eval_episodes = 16
@@ -148,6 +150,25 @@ def default_config() -> ml_collections.ConfigDict:
     c.activation = "tanh"
     c.normalize_obs = False
     return c
+
+
+def _value_minibatches_fit(config) -> str | None:
+    batch = config.num_envs * config.num_steps
+    return None if config.vf_minibatches <= batch else (
+        f"config.vf_minibatches={config.vf_minibatches} is more than the batch of "
+        f"num_envs * num_steps = {batch} samples; it must be at most {batch}")
+
+
+CONFIG_RULES = {**op.RULES,
+                "max_kl": rules.positive,
+                "cg_iters": rules.count,
+                "cg_tol": rules.non_negative,
+                "cg_damping": rules.non_negative,
+                "backtrack_iters": rules.count,
+                "backtrack_coef": rules.in_range(0.0, 1.0, low_open=True, high_open=True),
+                "vf_epochs": rules.count,
+                "vf_minibatches": rules.count}
+CONFIG_CHECKS = (*op.CHECKS, _value_minibatches_fit)
 
 
 def _value_optimizer(config):
@@ -222,7 +243,7 @@ def update(state: State, config, task):
     obs_b, act_b, adv_b, tgt_b = map(op.flatten_time, (batch.obs, batch.actions, advantages,
                                                        targets))
     if config.normalize_advantages:
-        adv_b = (adv_b - adv_b.mean()) / (adv_b.std() + 1e-8)
+        adv_b = normalize_advantages(adv_b)
 
     policy_params, info = policy_step(
         policy, state.policy_params, obs_b, act_b, adv_b, max_kl=state.hparams["max_kl"],
