@@ -28,6 +28,25 @@ def test_every_registered_algorithm_implements_the_protocol(name):
     assert "hidden" not in config, f"{name}: the config vocabulary says hidden_sizes"
 
 
+@pytest.mark.parametrize("name", registry.names())
+def test_every_config_field_has_an_allowed_range_and_defaults_are_allowed(name):
+    from algorithms.core import config_rules
+    algo = registry.get(name)
+    config = algo.default_config()
+    assert config_rules.uncovered(config, algo) == [], f"{name}: fields without a rule"
+    config_rules.check(config, algo)
+
+
+def test_config_rules_name_the_field_the_value_and_what_is_allowed():
+    from algorithms.core import config_rules
+    algo = registry.get("ppo")
+    config = algo.default_config()
+    config.gamma = 1.5
+    with pytest.raises(ValueError, match=r"config.gamma=1.5 is not allowed: it must be a number "
+                                         r"in \[0.0, 1.0\]"):
+        config_rules.check(config, algo)
+
+
 def _python_files(*folders):
     for folder in folders:
         for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):

@@ -133,7 +133,12 @@ def uncovered(config, module=None) -> list[str]:
 
 def check(config, module=None) -> None:
     """ValueError naming the first field whose value is not allowed (see module docstring)."""
-    for path, key, value in _leaves(config):
+    try:
+        leaves = list(_leaves(config))
+    except (ArithmeticError, TypeError, ValueError) as e:  # a derived field cannot be computed
+        raise ValueError(f"the config cannot be evaluated ({type(e).__name__}: {e}); check the "
+                         "fields that derived values (num_updates, ...) come from") from None
+    for path, key, value in leaves:
         if path.startswith("env."):
             continue
         rule = rule_for(path, module, value) or rule_for(key, module, value)
