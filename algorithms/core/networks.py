@@ -149,7 +149,19 @@ class DeterministicPolicy(nn.Module):
         return self.max_action * nn.tanh(mu)
 
 
-class TanhNormal(distrax.Distribution):
+class _DiagonalDistribution(distrax.Distribution):
+    """A distribution over vectors [..., A] with independent dimensions, located at `loc`."""
+
+    @property
+    def event_shape(self):
+        return self.loc.shape[-1:]
+
+    @property
+    def batch_shape(self):
+        return self.loc.shape[:-1]
+
+
+class TanhNormal(_DiagonalDistribution):
     """a = max_action * tanh(u), u ~ N(mean, diag(exp(log_std))^2): SAC's squashed Gaussian.
 
     log pi(a|s) = log N(u) - sum_i log(max_action * (1 - tanh(u_i)^2)) (Haarnoja et al. 2018,
@@ -159,14 +171,6 @@ class TanhNormal(distrax.Distribution):
 
     def __init__(self, mean: jax.Array, log_std: jax.Array, max_action: float = 1.0):
         self.loc, self.log_std, self.max_action = mean, log_std, max_action
-
-    @property
-    def event_shape(self):
-        return self.loc.shape[-1:]
-
-    @property
-    def batch_shape(self):
-        return self.loc.shape[:-1]
 
     def _log_prob_of_pre_tanh(self, u: jax.Array, std: jax.Array | None = None) -> jax.Array:
         std = jnp.exp(self.log_std) if std is None else std
@@ -198,19 +202,11 @@ class TanhNormal(distrax.Distribution):
         return self.max_action * jnp.tanh(self.loc)
 
 
-class DiagGaussian(distrax.Distribution):
+class DiagGaussian(_DiagonalDistribution):
     """N(mean, diag(exp(log_std))^2) with `gaussian_log_prob`'s density; mean [..., A]."""
 
     def __init__(self, mean: jax.Array, log_std: jax.Array):
         self.loc, self.log_std = mean, log_std
-
-    @property
-    def event_shape(self):
-        return self.loc.shape[-1:]
-
-    @property
-    def batch_shape(self):
-        return self.loc.shape[:-1]
 
     def _sample_n(self, key, n):
         noise = jax.random.normal(key, (n,) + self.loc.shape)
