@@ -99,14 +99,19 @@ class MetricLog:
     @staticmethod
     def _read(path: str) -> list[dict[str, Any]]:
         rows = []
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            for r in reader:
-                try:  # a line cut short by a crash is dropped
-                    rows.append({k: (int(v) if k in ("step", "seed") else float(v))
-                                 for k, v in r.items()})
-                except (TypeError, ValueError):
-                    continue
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                for r in reader:
+                    try:  # a line cut short by a crash is dropped
+                        rows.append({k: (int(v) if k in ("step", "seed") else float(v))
+                                     for k, v in r.items()})
+                    except (TypeError, ValueError):
+                        continue
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"{path} is not a readable CSV log ({type(e).__name__}: "
+                             f"{str(e)[:80]}); move it away to rebuild it from the checkpoints "
+                             "or choose another --workdir") from None
         return rows
 
     def _columns(self, kind: str) -> list[str]:

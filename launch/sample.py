@@ -109,9 +109,18 @@ def main(argv):
     else:
         samplers = None if FLAGS.sampler == "all" else [FLAGS.sampler]
     try:
+        nfe = [int(v) for v in FLAGS.nfe.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--nfe must be comma-separated integers >= 1, got {FLAGS.nfe!r}")
+    counts = (("nfe", nfe), ("num_steps", [FLAGS.num_steps]),
+              ("num_samples", [FLAGS.num_samples]), ("num_heldout", [FLAGS.num_heldout]))
+    for name, values in counts:
+        bad = [v for v in values if v is not None and v < 1]
+        if bad or (name == "nfe" and not values):
+            _fail(f"--{name} must be >= 1, got {bad[0] if bad else FLAGS.nfe!r}")
+    try:
         sample_workdir(FLAGS.workdir, outdir=FLAGS.outdir, samplers=samplers,
-                       num_steps=FLAGS.num_steps,
-                       nfe=[int(v) for v in FLAGS.nfe.split(",") if v.strip()],
+                       num_steps=FLAGS.num_steps, nfe=nfe,
                        num_samples=FLAGS.num_samples, seed_index=FLAGS.seed_index,
                        sample_seed=FLAGS.sample_seed, guidance=FLAGS.guidance,
                        num_heldout=FLAGS.num_heldout, plot=FLAGS.plot)

@@ -186,3 +186,78 @@ def test_a_resume_on_another_device_count_warns(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     _, messages = _train(tmp_path)
     assert any("used 8 device(s)" in m for m in messages), messages
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch, reference):
+    calls = {"n": 0}
+    write = runner.report.MetricLog.write
+
+    def interrupt_on_third_row(self, kind, step, per_seed):
+        calls["n"] += 1
+        if calls["n"] == 4:  # metrics at 3, metrics + eval at 6, then Ctrl-C at update 9
+            raise KeyboardInterrupt
+        return write(self, kind, step, per_seed)
+
+    monkeypatch.setattr(runner.report.MetricLog, "write", interrupt_on_third_row)
+    with pytest.raises(runner.Interrupted, match=r"interrupted at update 9 \(last checkpoint: "
+                                                 r"update 6\); rerun the same command"):
+        _train(tmp_path)
+    monkeypatch.setattr(runner.report.MetricLog, "write", write)
+    result, _ = _train(tmp_path)
+    for a, b in zip(_leaves(reference.state), _leaves(result.state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_corrupt_metrics_csv_is_named(tmp_path):
+    _train(tmp_path, max_chunks=2)
+    (tmp_path / "metrics.csv").write_bytes(b"step,seed,loss\n\xff\xfe\x00garbage\n")
+    with pytest.raises(ValueError, match=r"metrics.csv is not a readable CSV log"):
+        _train(tmp_path)
+
+
+def test_a_non_finite_metric_in_a_sweep_names_the_member(tmp_path):
+    import types
+
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    from flax import struct
+
+    @struct.dataclass
+    class S:
+        x: jax.Array
+        hparams: dict
+
+    def init(key, config, task):
+        return S(jnp.zeros(()), {"scale": jnp.float32(1.0)})
+
+    def update(state, config, task):
+        x = state.x + 1.0
+        return S(x, state.hparams), {"y": jnp.log(state.hparams["scale"] - 1.0 + 0 * x)}
+
+    algo = types.SimpleNamespace(
+        default_config=lambda: ml_collections.ConfigDict(dict(num_updates=2, log_every=1)),
+        init=init, update=update, evaluate=lambda s, k, c, t: {"x": s.x},
+        SWEEPABLE=("scale",), __name__="toy")
+    with pytest.raises(runner.NonFiniteError, match=r"seed 0 of \{'scale': 0.5\}"):
+        runner.train(algo, algo.default_config(), None, num_seeds=2,
+                     sweep={"scale": [3.0, 0.5]}, progress=False)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--sweep=lr=1e-3;lr=3e-4"], "'lr' is given twice"),
+    (["--sweep=lr=nan,1e-3"], "must be finite numbers"),
+])
+def test_cli_sweep_mistakes_are_one_line(args, expected, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "launch.run", "--algo=ppo", "--noprogress",
+                           f"--workdir={tmp_path / 'run'}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--nfe=0", "--num_samples=0", "--nfe=a"])
+def test_sample_cli_refuses_empty_budgets(flag, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "launch.sample", f"--workdir={tmp_path}", flag],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "must be" in proc.stderr and "Traceback" not in proc.stderr
