@@ -66,7 +66,8 @@ _ORDER = ["policy_evaluation", "value_iteration", "policy_iteration", "truncated
           "sgd_mean_estimation", "td_zero", "sarsa", "expected_sarsa", "n_step_sarsa",
           "q_learning", "q_learning_off_policy", "td_linear",
           "dqn", "reinforce", "a2c", "ppo", "trpo", "ddpg", "td3", "sac",
-          "bc", "td3_bc", "awac", "cql", "iql", "sac_n", "edac",
+          "bc", "td3_bc", "awac", "cql", "iql", "sac_n", "edac", "awr", "diffusion_bc",
+          "diffusion_ql", "idql",
           "grpo", "dr_grpo", "dapo", "rloo", "reinforce_seq", "ppo_seq", "kimi_k15"]
 
 REQUIRED = ("default_config", "init", "update", "evaluate", "make_task", "TASK_FLAG",
