@@ -113,6 +113,18 @@ def test_edac_diversity_loss_matches_a_double_loop():
     np.testing.assert_allclose(got, _numpy_diversity(grads), rtol=1e-4, atol=1e-5)
 
 
+def test_edac_diversity_loss_is_n_times_the_mean_pairwise_cosine():
+    """What the docstrings and README say: the 1/(N-1) reduction of An et al. (2021) gives N
+    times the mean cosine similarity over the N (N - 1) ordered pairs, not the mean."""
+    n = 5
+    grads = np.random.default_rng(5).normal(size=(n, 4, 3))
+    unit = grads / np.linalg.norm(grads, axis=-1, keepdims=True)
+    cos = np.einsum("ibk,jbk->bij", unit, unit)
+    mean_cos = (cos.sum((1, 2)) - np.trace(cos, axis1=1, axis2=2)) / (n * (n - 1))
+    got = edac.edac_diversity_loss(jnp.asarray(grads, jnp.float32))
+    np.testing.assert_allclose(got, n * mean_cos, rtol=1e-4, atol=1e-5)
+
+
 def test_edac_diversity_loss_on_hand_made_gradients():
     e = np.eye(3, dtype=np.float32)
     # Sample 0: three orthogonal gradients -> 0. Sample 1: parallel, any lengths -> N = 3.

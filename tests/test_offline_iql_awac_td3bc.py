@@ -87,6 +87,28 @@ def test_awr_weights_and_policy_loss_match_numpy(beta, max_weight):
     np.testing.assert_array_equal(g, 0.0)
 
 
+def test_clipped_weights_are_exactly_the_clip():
+    """min(exp(x), max) is max itself wherever exp(x) >= max: XLA's float32 exp(log(100)) is
+    100.0000076, the clip must not be. Below the clip the weight is exp(x) unchanged."""
+    log100 = np.float32(np.log(100.0))
+    assert float(jnp.exp(jnp.minimum(jnp.float32(1e4), jnp.log(100.0)))) == 100.00000762939453
+    x = np.array([log100, log100 + 1e-3, 5.0, 1e4, np.inf, 4.6, -2.0, -1e4], np.float32)
+    for fn in (common.clipped_exp, jax.jit(common.clipped_exp)):
+        got = np.asarray(fn(jnp.asarray(x), 100.0))
+        np.testing.assert_array_equal(got[:5], np.float32(100.0))
+        np.testing.assert_array_equal(got[5:], np.asarray(jnp.exp(jnp.asarray(x[5:]))))
+    np.testing.assert_array_equal(common.clipped_exp(jnp.asarray(x), 20.0)[:5], np.float32(20.0))
+    g = jax.grad(lambda x: common.clipped_exp(x, 100.0).sum())(jnp.asarray(x[:4]))
+    np.testing.assert_array_equal(g, 0.0)  # finite: no inf * 0 at huge exponents
+    # IQL (beta A) and AWAC (A / lambda) clip the same way, at their max_weight.
+    adv = jnp.asarray([10.0, 1.0, -1.0])
+    np.testing.assert_array_equal(iql.awr_weights(adv, 3.0, 100.0)[0], np.float32(100.0))
+    np.testing.assert_array_equal(awac.awac_weights(adv, 1.0 / 3.0, 100.0)[0],
+                                  np.float32(100.0))
+    np.testing.assert_array_equal(iql.awr_weights(adv, 3.0, 100.0)[1:],
+                                  jnp.exp(3.0 * adv[1:]))
+
+
 def test_gaussian_log_prob_matches_numpy_density():
     mean = RNG.uniform(-1, 1, size=(20, 3)).astype(np.float32)
     log_std = RNG.uniform(-2, 0.5, size=3).astype(np.float32)

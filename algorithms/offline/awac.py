@@ -52,6 +52,7 @@ from flax import struct
 from algorithms.core import config_rules, optim
 from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy
 from algorithms.offline import common
+from algorithms.offline.awr import awr_policy_loss
 from algorithms.online.td3 import clipped_double_q_target, td3_critic_loss
 
 TASK_FLAG = common.TASK_FLAG
@@ -69,8 +70,8 @@ def awac_weights(advantages: jax.Array, awac_lambda: jax.Array | float,
                  max_weight: float = 100.0) -> jax.Array:
     """Weights min(exp(A(s, a) / lambda), max_weight) of Eq. 13, without gradient.
 
-    Z(s) dropped (Eq. 13); the clip is CORL's `exp_adv_max`. Computed as
-    exp(min(A / lambda, log max_weight)), the same value without overflow.
+    Z(s) dropped (Eq. 13); the clip is CORL's `exp_adv_max`. Clipped weights are exactly
+    max_weight and large advantages never overflow (`common.clipped_exp`).
 
     Args:
       advantages: [B] A(s, a) = Q(s, a) - V(s).
@@ -79,21 +80,12 @@ def awac_weights(advantages: jax.Array, awac_lambda: jax.Array | float,
     Returns: [B].
     """
     chex.assert_rank(advantages, 1)
-    return jax.lax.stop_gradient(
-        jnp.exp(jnp.minimum(advantages / awac_lambda, jnp.log(max_weight))))
+    return jax.lax.stop_gradient(common.clipped_exp(advantages / awac_lambda, max_weight))
 
 
-def awac_actor_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:
-    """Per-sample loss -log pi(a|s) w(s, a) of dataset actions (Eq. 13, negated to minimise).
-
-    Args:
-      log_probs: [B] log pi(a|s), differentiable w.r.t. the policy parameters.
-      weights: [B] from `awac_weights` (constants).
-    Returns: [B] (mean over the batch at the call site).
-    """
-    chex.assert_rank([log_probs, weights], 1)
-    chex.assert_equal_shape([log_probs, weights])
-    return -log_probs * jax.lax.stop_gradient(weights)
+# Eq. 13's per-sample loss -w(s, a) log pi(a|s) of dataset actions (negated to minimise): AWR's
+# weighted likelihood, [B] from log-probs [B] and `awac_weights` [B] (constants).
+awac_actor_loss = awr_policy_loss
 
 
 # ---------------------------------------------------------------------------- state & config

@@ -4,6 +4,7 @@
     state, metrics = run_gradient_steps(gradient_step, state, config, task)
                                            # `steps_per_update` steps of gradient_step(state,
                                            # batch, key) in one lax.scan, metrics averaged
+    weights = clipped_exp(exponents, max_weight)   # min(exp(x), max_weight), advantage weights
     actions = policy_action(net, params, obs, task, key)   # raw obs -> environment actions
     metrics = evaluate_policy(act, state, key, config, task)   # return and D4RL normalized score
 
@@ -205,17 +206,46 @@ def normalize_obs(obs: jax.Array, task: OfflineTask) -> jax.Array:
     return (obs - task.data["obs_mean"]) / task.data["obs_std"]
 
 
-def sample_batch(task: OfflineTask, key: jax.Array, batch_size: int) -> dict:
-    """`batch_size` transitions drawn uniformly with replacement; observations normalized.
+def batch_at(task: OfflineTask, rows: jax.Array) -> dict:
+    """The transitions at dataset rows `rows` [B] (int); observations normalized.
 
     Returns {"obs", "action", "reward", "next_obs", "terminal"} ([B, ...], float32).
     """
     d = task.data
-    idx = jax.random.randint(key, (batch_size,), 0, d["rewards"].shape[0])
-    return {"obs": normalize_obs(d["observations"][idx], task), "action": d["actions"][idx],
-            "reward": d["rewards"][idx],
-            "next_obs": normalize_obs(d["next_observations"][idx], task),
-            "terminal": d["terminals"][idx]}
+    return {"obs": normalize_obs(d["observations"][rows], task), "action": d["actions"][rows],
+            "reward": d["rewards"][rows],
+            "next_obs": normalize_obs(d["next_observations"][rows], task),
+            "terminal": d["terminals"][rows]}
+
+
+def sample_rows(task: OfflineTask, key: jax.Array, batch_size: int) -> jax.Array:
+    """`batch_size` dataset rows drawn uniformly with replacement, int32 [B]."""
+    return jax.random.randint(key, (batch_size,), 0, task.data["rewards"].shape[0])
+
+
+def sample_batch(task: OfflineTask, key: jax.Array, batch_size: int) -> dict:
+    """`batch_size` transitions drawn uniformly with replacement (`batch_at` of `sample_rows`)."""
+    return batch_at(task, sample_rows(task, key, batch_size))
+
+
+def scan_gradient_steps(gradient_step: Callable, state, task: OfflineTask, batch_size: int,
+                        num_steps: int, per_row: dict | None = None):
+    """`num_steps` steps of gradient_step(state, batch, key) in one lax.scan, each on a fresh
+    uniform batch; returns (state', metrics stacked over the steps).
+
+    per_row: optional {name: [N, ...] array} of per-transition quantities an algorithm computed
+    over the whole dataset (e.g. AWR's returns and weights); each batch carries them at its
+    rows under the same names. gradient_step gets the state with `state.key` already advanced.
+    """
+    per_row = per_row or {}
+
+    def body(state, _):
+        key, k_batch, k_step = jax.random.split(state.key, 3)
+        rows = sample_rows(task, k_batch, batch_size)
+        batch = {**batch_at(task, rows), **{name: x[rows] for name, x in per_row.items()}}
+        return gradient_step(state.replace(key=key), batch, k_step)
+
+    return jax.lax.scan(body, state, None, length=int(num_steps))
 
 
 def run_gradient_steps(gradient_step: Callable, state, config, task: OfflineTask):
@@ -224,13 +254,27 @@ def run_gradient_steps(gradient_step: Callable, state, config, task: OfflineTask
     gradient_step(state, batch, key) -> (state, metrics) with `state.key` already advanced;
     the state needs `key` and `step` fields (flax struct dataclass); `step` counts updates.
     """
-    def body(state, _):
-        key, k_batch, k_step = jax.random.split(state.key, 3)
-        batch = sample_batch(task, k_batch, config.batch_size)
-        return gradient_step(state.replace(key=key), batch, k_step)
-
-    state, metrics = jax.lax.scan(body, state, None, length=int(config.steps_per_update))
+    state, metrics = scan_gradient_steps(gradient_step, state, task, config.batch_size,
+                                         config.steps_per_update)
     return state.replace(step=state.step + 1), jax.tree.map(jnp.mean, metrics)
+
+
+def clipped_exp(exponents: jax.Array, max_value: jax.Array | float) -> jax.Array:
+    """min(exp(x), max_value) elementwise: the clipped exponentiated advantages of
+    advantage-weighted regression (AWR's weight clip omega_max, IQL's and AWAC's clip at 100).
+
+    Wherever exp(x) >= max_value the result is exactly max_value (in x's dtype), not
+    exp(log(max_value)), which rounds to 100.0000076 for max_value = 100 in float32; below the
+    clip it is exp(x). The exponent is first capped at log(max_value) + 1, so a huge advantage
+    neither overflows to inf nor gives a non-finite gradient.
+
+    Args:
+      exponents: x, any shape (e.g. beta A or A / lambda, [B]).
+      max_value: the clip (> 0), a scalar.
+    Returns: weights, x's shape and dtype (no stop-gradient: callers add it).
+    """
+    cap = jnp.log(max_value) + 1.0  # exp(cap) = e * max_value > max_value: the clip binds there
+    return jnp.minimum(jnp.exp(jnp.minimum(exponents, cap)), max_value).astype(exponents.dtype)
 
 
 def policy_action(policy, params, obs: jax.Array, task: OfflineTask,

@@ -3,9 +3,10 @@
 An, Moon, Kim, Song (2021), "Uncertainty-Based Offline Reinforcement Learning with Diversified
 Q-Ensemble", NeurIPS, arXiv:2110.01548, Sec. 4 (Ensemble-Diversified Actor Critic). SAC-N
 (sac_n.py) needs many critics because they tend to share their gradients w.r.t. the action:
-then their minimum barely penalises actions just off the data (Sec. 4.1). EDAC adds, to each
-critic's Bellman error, the mean pairwise cosine similarity of the N action gradients at the
-dataset's (s, a):
+then their minimum barely penalises actions just off the data (Sec. 4.1). EDAC adds to the
+critics' Bellman errors eta times the sum of the cosine similarities of the N action gradients
+at the dataset's (s, a) over all ordered pairs i != j, divided by N - 1 (the paper's
+reduction): N times their mean pairwise cosine similarity, between -N / (N - 1) and N:
 
     min_phi E_D[ sum_j (Q_j(s, a) - y)^2
                  + eta / (N - 1) sum_{1<=i!=j<=N} <u_i(s, a), u_j(s, a)> ],                (Eq. 6-7)
@@ -53,8 +54,9 @@ def edac_diversity_loss(action_grads: jax.Array, *, eps: float = 1e-10) -> jax.A
     """Per-sample ensemble similarity 1/(N-1) sum_{i != j} <u_i, u_j>, u_i = g_i / (||g_i|| + eps).
 
     EDAC's penalty (An et al. 2021, Eq. 6-7, with the authors' normalised gradients): the sum
-    runs over ordered pairs (each unordered pair counts twice), so it lies in [-N/(N-1), N]
-    and is N when all gradients are parallel, 0 when they are pairwise orthogonal. Computed as
+    runs over the N (N - 1) ordered pairs (each unordered pair counts twice), so the loss is
+    N times the mean pairwise cosine similarity: it lies in [-N/(N-1), N] and is N when all
+    gradients are parallel, 0 when they are pairwise orthogonal. Computed as
     ||sum_i u_i||^2 - sum_i ||u_i||^2 (O(N |A|), no N x N Gram matrix). A zero gradient counts
     as a zero vector (finite derivative). With N = 1 there are no pairs: the loss is 0.
     Minimised w.r.t. the critic parameters through `action_grads`.

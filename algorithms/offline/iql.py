@@ -52,6 +52,7 @@ from flax import struct
 from algorithms.core import config_rules, episodes, optim
 from algorithms.core.networks import QEnsemble, TanhMeanGaussianPolicy, ValueNet
 from algorithms.offline import common
+from algorithms.offline.awr import awr_policy_loss  # Eq. 7's loss: -w log pi(a|s)
 
 TASK_FLAG = common.TASK_FLAG
 DEFAULT_TASK = common.DEFAULT_TASK
@@ -131,8 +132,8 @@ def awr_weights(advantages: jax.Array, beta: jax.Array | float,
     """Advantage weights min(exp(beta A), max_weight), without gradient (IQL Eq. 7).
 
     beta is the inverse temperature (beta = 0: behaviour cloning; large beta: imitate only the
-    best actions); the clip at 100 is the authors' code. Computed as exp(min(beta A,
-    log max_weight)), the same value, so large advantages never overflow to inf.
+    best actions); the clip at 100 is the authors' code. Clipped weights are exactly
+    max_weight and large advantages never overflow (`common.clipped_exp`).
 
     Args:
       advantages: [B] A(s, a) = Q(s, a) - V(s).
@@ -141,20 +142,7 @@ def awr_weights(advantages: jax.Array, beta: jax.Array | float,
     Returns: [B].
     """
     chex.assert_rank(advantages, 1)
-    return jax.lax.stop_gradient(jnp.exp(jnp.minimum(beta * advantages, jnp.log(max_weight))))
-
-
-def awr_policy_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:
-    """Per-sample weighted negative log-likelihood -w log pi(a|s) of dataset actions (Eq. 7).
-
-    Args:
-      log_probs: [B] log pi(a|s), differentiable w.r.t. the policy parameters.
-      weights: [B] from `awr_weights` (constants).
-    Returns: [B] (mean over the batch at the call site).
-    """
-    chex.assert_rank([log_probs, weights], 1)
-    chex.assert_equal_shape([log_probs, weights])
-    return -jax.lax.stop_gradient(weights) * log_probs
+    return jax.lax.stop_gradient(common.clipped_exp(beta * advantages, max_weight))
 
 
 # ---------------------------------------------------------------------------- state & config

@@ -175,7 +175,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.ent_coef = 0.01  # c2 of Eq. 9
     c.vf_coef = 0.5  # c1 of Eq. 9 (with vf_loss_half, 0.25 on the squared error)
     c.max_grad_norm = 0.5  # global gradient-norm clip (0: none)
-    c.normalize_adv = True  # per-minibatch advantage normalization
+    c.normalize_advantages = True  # per-minibatch advantage normalization
     c.normalize_obs = False  # running mean/std of observations (envs.wrappers)
     c.reward_scale = 1.0  # rewards multiplied by this for learning only (e.g. 0.1 on Pendulum)
     c.hidden_sizes = (64, 64)
@@ -290,7 +290,7 @@ def update(state: State, config, task):
         log_prob = dist.log_prob(mb.action)
         log_ratio = log_prob - mb.log_prob
         ratio = jnp.exp(log_ratio)
-        adv = returns.normalize_advantages(mb.adv) if config.normalize_adv else mb.adv
+        adv = returns.normalize_advantages(mb.adv) if config.normalize_advantages else mb.adv
         if config.variant == "clip":
             pg = clipped_surrogate_loss(ratio, adv, eps=hp["clip_eps"]).mean()
         else:

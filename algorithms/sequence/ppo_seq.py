@@ -39,7 +39,7 @@ def default_config():
     c.gamma = 1.0
     c.gae_lambda = 0.95
     c.vf_coef = 0.1
-    c.normalize_adv = True  # whiten the advantages over the batch's response tokens
+    c.normalize_advantages = True  # whiten the advantages over the batch's response tokens
     c.aggregation = "token_mean"
     return c
 
@@ -50,7 +50,7 @@ def prepare(batch: common.Batch, hparams, config, task) -> common.Batch:
                                              kl_coef=hparams["kl_coef"])
     adv, targets = losses.sequence_gae(token_rewards, batch.old_values, batch.mask,
                                        gamma=config.gamma, lam=config.gae_lambda)
-    if config.normalize_adv:
+    if config.normalize_advantages:
         adv = losses.masked_whiten(adv, batch.mask)
     return batch.replace(advantages=adv, targets=targets)
 
