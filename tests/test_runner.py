@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from algorithms.tabular import common, value_iteration
+from algorithms.tabular import value_iteration
 from launch import report, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,7 +185,7 @@ def _cli(*args):
     (["--env=CartPole-v1"], ["needs an exact tabular model", "gridworld"]),
     (["--config.env.layout=..x/..T"], ["unknown layout characters", "'x'"]),
     (["--algo=iql", "--env=Pendulum-v1"], ["takes --dataset", "drop --env"]),
-    (["--algo=iql", "--dataset=pendulum-medum-v0"], ["unknown dataset name 'pendulum-medum-v0'",
+    (["--algo=iql", "--dataset=pendulum-medum-v0"], ["unknown dataset 'pendulum-medum-v0'",
                                                      "pendulum-medium-v0", "swimmer-expert-v0"]),
     (["--algo=ppo", "--dataset=moons"], ["takes --env", "drop --dataset"]),
     (["--algo=robbins_monro", "--env=gridworld"], ["takes neither --env nor --dataset"]),
