@@ -3,12 +3,16 @@ network evaluations on the same batch (sampler overhead), and compile time at NF
 
     python benchmarks/diffusion.py            # batch 4096 2-D points, EDM toy MLP (3 x 128)
     python benchmarks/diffusion.py --quick    # smaller batch and fewer repeats
+    python benchmarks/diffusion.py --dim=16 --batch=256   # 16-D data, a small batch
 
 The model is `diffusion.models.edm` with the toy network (random parameters: speed does not
 depend on training). "bare network" is a `lax.scan` of NFE raw-network applications on the
 same batch, each feeding its output back as the next input, at a different noise level each
 (nothing can be hoisted out of the loop); overhead = t_sampler / t_bare - 1 is what the
-sampler adds (preconditioning, schedule arithmetic, noise draws, Heun's extra state). Times
+sampler adds (preconditioning, schedule arithmetic, noise draws, Heun's extra state). The
+stochastic samplers draw a standard normal [batch, dim] per step (PC: per corrector and
+predictor step); "draws" times that many draws alone (`samplers.step_noise` in a `lax.scan`),
+and "net of draws" = (t_sampler - t_draws) / t_bare - 1 is the overhead without them. Times
 are the best of `--repeats` runs of the compiled program, sampler and bare network timed
 alternately. On the CPU backend they are the process's CPU time by default (`--clock`), which
 a machine shared with other jobs disturbs far less than wall-clock time; the samples/s column
@@ -33,7 +37,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from diffusion import data, networks, sampling  # noqa: E402
+from diffusion import data, networks, samplers, sampling  # noqa: E402
 from diffusion.models import edm  # noqa: E402
 
 SAMPLERS = ("euler", "heun", "edm_stochastic", "dpmpp_2m", "ancestral", "ddim", "ddpm",
@@ -52,10 +56,10 @@ def _best_of(fn, repeats):
     return min(times)
 
 
-def _setup(batch):
+def _setup(batch, dim=2):
     config = edm.default_config()
-    task = data.DataTask(train=jnp.zeros((8, 2)), train_labels=jnp.zeros((8,), jnp.int32),
-                         heldout=jnp.zeros((8, 2)), heldout_labels=jnp.zeros((8,), jnp.int32),
+    task = data.DataTask(train=jnp.zeros((8, dim)), train_labels=jnp.zeros((8,), jnp.int32),
+                         heldout=jnp.zeros((8, dim)), heldout_labels=jnp.zeros((8,), jnp.int32),
                          name="moons")
     state = edm.init(jax.random.key(0), config, task)
     leaves, tree = jax.tree.flatten(state.params)
@@ -71,10 +75,10 @@ def _compile(fn, *args):
     return compiled, time.perf_counter() - t0
 
 
-def bare_network(config, state, batch, nfe):
+def bare_network(config, state, batch, nfe, dim=2):
     """A compiled program of `nfe` raw-network applications: () -> x."""
     net = networks.make_network(config)
-    x0 = jax.random.normal(jax.random.key(2), (batch, 2))
+    x0 = jax.random.normal(jax.random.key(2), (batch, dim))
     # One noise level per evaluation, as in a sampler: a loop-invariant level would let XLA
     # hoist the noise-embedding layers out of the loop and flatter the baseline.
     c_noise = jnp.linspace(1.0, -1.5, nfe)
@@ -88,11 +92,33 @@ def bare_network(config, state, batch, nfe):
     return lambda: compiled(state.ema_params, x0)
 
 
-def sampler_rows(config, task, state, batch, nfe, repeats):
-    """Each sampler timed alternately with the bare network at its exact NFE (best of
-    `repeats` each), so slow drifts of a shared machine hit both alike."""
+def noise_draws(batch, dim, count):
+    """A compiled program of `count` standard normal [batch, dim] draws as the stochastic
+    samplers make them (`samplers.step_noise` in a `lax.scan`): () -> x."""
+    x0 = jnp.zeros((batch, dim))
+
+    def run(key, x):
+        def step(x, i):
+            return x + samplers.step_noise(key, i, x), None
+        return jax.lax.scan(step, x, jnp.arange(count, dtype=jnp.int32))[0]
+
+    compiled, _ = _compile(run, jax.random.key(4), x0)
+    return lambda: compiled(jax.random.key(4), x0)
+
+
+def draws_per_run(config, name, steps):
+    """Standard normal [batch, dim] draws of one run (drawn even where their std is 0)."""
+    if name == "pc":
+        return steps * (1 + int(config.sampler.n_corrector))
+    return steps if name in ("edm_stochastic", "ancestral", "ddpm", "reverse_sde") else 0
+
+
+def sampler_rows(config, task, state, batch, nfe, repeats, dim=2):
+    """Each sampler timed alternately with the bare network at its exact NFE and with its
+    noise draws alone (best of `repeats` each), so slow drifts of a shared machine hit all
+    alike."""
     rows = []
-    bare_fns = {}
+    bare_fns, draw_fns = {}, {}
     key = jax.random.key(3)
     for name in SAMPLERS:
         steps = sampling.steps_for_nfe(name, nfe, config)
@@ -103,18 +129,25 @@ def sampler_rows(config, task, state, batch, nfe, repeats):
         compiled, t_compile = _compile(run, state, key)
         exact = _nfe(config, state, name, steps)
         if exact not in bare_fns:
-            bare_fns[exact] = bare_network(config, state, batch, exact)
+            bare_fns[exact] = bare_network(config, state, batch, exact, dim)
         bare = bare_fns[exact]
+        count = draws_per_run(config, name, steps)
+        if count and count not in draw_fns:
+            draw_fns[count] = noise_draws(batch, dim, count)
+        draws = draw_fns.get(count)
         jax.block_until_ready(compiled(state, key))
         jax.block_until_ready(bare())
-        t, t_bare = [], []
+        t, t_bare, t_draws = [], [], []
         for _ in range(repeats):
             t.append(_best_of(lambda fn=compiled: fn(state, key), 1))
             t_bare.append(_best_of(bare, 1))
-        t, t_bare = min(t), min(t_bare)
+            t_draws.append(_best_of(draws, 1) if draws else 0.0)
+        t, t_bare, t_draws = min(t), min(t_bare), min(t_draws)
         rows.append(dict(sampler=name, steps=steps, nfe=exact, seconds=t,
                          samples_per_s=batch / t, bare_seconds=t_bare,
-                         overhead=t / t_bare - 1.0, compile_s=t_compile))
+                         overhead=t / t_bare - 1.0, draws_seconds=t_draws,
+                         overhead_net_of_draws=(t - t_draws) / t_bare - 1.0,
+                         compile_s=t_compile))
     return rows
 
 
@@ -150,6 +183,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--dim", type=int, default=2, help="data dimension (points in R^dim)")
     p.add_argument("--nfe", type=int, default=50)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
@@ -163,19 +197,21 @@ def main():
     CLOCK = time.process_time if clock == "cpu" else time.perf_counter
     batch = args.batch or (512 if args.quick else 4096)
     repeats = args.repeats or (2 if args.quick else 5)
-    config, task, state = _setup(batch)
+    config, task, state = _setup(batch, args.dim)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or '?'}"
           f", {jax.local_device_count()} device(s)); EDM toy MLP "
-          f"{config.net.depth} x {config.net.width}, batch {batch}, best of {repeats}, "
-          f"{'process CPU' if clock == 'cpu' else 'wall-clock'} time\n")
-    rows = sampler_rows(config, task, state, batch, args.nfe, repeats)
-    print(f"Samplers at NFE <= {args.nfe} (bare = the same NFE of raw network applications)")
+          f"{config.net.depth} x {config.net.width}, {args.dim}-D data, batch {batch}, best of "
+          f"{repeats}, {'process CPU' if clock == 'cpu' else 'wall-clock'} time\n")
+    rows = sampler_rows(config, task, state, batch, args.nfe, repeats, args.dim)
+    print(f"Samplers at NFE <= {args.nfe} (bare = the same NFE of raw network applications; "
+          f"draws = the sampler's normal draws alone)")
     print(f"{'sampler':>15} {'steps':>6} {'NFE':>5} {'samples/s':>12} {'ms':>9} "
-          f"{'bare ms':>9} {'overhead':>9}")
+          f"{'bare ms':>9} {'overhead':>9} {'draws ms':>9} {'net of draws':>13}")
     for r in rows:
         print(f"{r['sampler']:>15} {r['steps']:>6} {r['nfe']:>5} {r['samples_per_s']:>12.0f} "
               f"{1e3 * r['seconds']:>9.2f} {1e3 * r['bare_seconds']:>9.2f} "
-              f"{100 * r['overhead']:>8.1f}%")
+              f"{100 * r['overhead']:>8.1f}% {1e3 * r['draws_seconds']:>9.2f} "
+              f"{100 * r['overhead_net_of_draws']:>12.1f}%")
     print("\nCompile time (s) of the jitted sampler: NFE 10 vs NFE 100 (one lax.scan: it "
           "should not grow)")
     print(f"{'sampler':>15} {'NFE 10':>8} {'NFE 100':>8}")

@@ -20,14 +20,19 @@ the protocol functions a model module exports:
 
 with `make_task = diffusion.data.make_task` (the task: a `DataTask` of training and held-out
 arrays) and `base_config()` as the start of every model's default configuration.
+`config_rules(model, own)` gives a model module's CONFIG_RULES (the allowed values of the
+fields of `base_config` plus the module's `own`) and `CONFIG_CHECKS` the conditions between
+fields (`algorithms.core.config_rules`).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import ml_collections
 
-from diffusion import report, sampling, training
+from algorithms.core import config_rules as rules
+from diffusion import report, samplers, sampling, schedules, training
 
 
 class Model(NamedTuple):
@@ -78,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampler = ml_collections.ConfigDict(dict(
         name="heun",           # evaluation sampler; see diffusion.sampling.SAMPLERS
         num_steps=18,          # EDM's deterministic sampler at 35 NFE (Karras et al. 2022)
+        grid="edm",            # sigma grid: 'edm' (Eq. 5), 'logsnr', 'time_uniform'
         sigma_min=0.002,       # EDM Eq. 5 grid: sigma_min, sigma_max, rho (Table 1, "ours")
         sigma_max=80.0,
         rho=7.0,
@@ -85,9 +91,13 @@ def base_config() -> ml_collections.ConfigDict:
         s_tmin=0.05,
         s_tmax=50.0,
         s_noise=1.003,
+        ancestral_variance="beta_tilde",  # ancestral: 'beta_tilde' (posterior) or 'beta'
+        ddpm_variance="beta",  # ddpm: Ho et al.'s 'beta' or 'beta_tilde'
         snr=0.16,              # pc: Langevin corrector signal-to-noise ratio (Song et al. 2021)
         n_corrector=1,
-        sde_eps=1e-3,          # reverse_sde / pc end time (Song et al. 2021)
+        sde_predictor="reverse_diffusion",  # reverse_sde / pc step, or 'euler_maruyama'
+        sde_grid="uniform_t",  # reverse_sde / pc times: 'uniform_t' (Song et al.) or a sigma grid
+        sde_eps=1e-3,          # reverse_sde / pc end time of 'uniform_t' (Song et al. 2021)
         rk45_tol=1e-4,         # rk45: rtol = atol
     ))
     c.eval = ml_collections.ConfigDict(dict(
@@ -96,6 +106,85 @@ def base_config() -> ml_collections.ConfigDict:
         projection_seed=0,     # fixed directions: evaluations compare like with like
     ))
     return c
+
+
+def _non_negative_or_inf(x):
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 and not math.isnan(x)
+    return None if ok else "a number >= 0 (inf allowed)"
+
+
+_VARIANCES = rules.one_of("beta_tilde", "beta")
+
+# The fields of `base_config` that the shared vocabulary does not cover (or covers too
+# loosely), by dotted path.
+BASE_RULES = {
+    "lr_warmup": rules.non_negative_count,
+    "adam_b1": rules.in_range(0.0, 1.0, high_open=True),
+    "adam_b2": rules.in_range(0.0, 1.0, high_open=True),
+    "adam_eps": rules.positive,
+    "ema_decay": rules.probability,
+    "net.kind": rules.one_of("mlp", "conv"),
+    "net.width": rules.count,
+    "net.depth": rules.count,
+    "net.embedding": rules.one_of("positional", "fourier"),
+    "net.fourier_scale": rules.positive,
+    "label_dropout": rules.probability,
+    "data.digits_num_heldout": rules.count,
+    "sampler.grid": rules.one_of(*schedules.SIGMA_GRIDS),
+    "sampler.sigma_min": rules.positive,
+    "sampler.sigma_max": rules.positive,
+    "sampler.rho": rules.positive,
+    "sampler.s_churn": rules.non_negative,
+    "sampler.s_tmin": rules.non_negative,
+    "sampler.s_tmax": _non_negative_or_inf,
+    "sampler.s_noise": rules.positive,
+    "sampler.ancestral_variance": _VARIANCES,
+    "sampler.ddpm_variance": _VARIANCES,
+    "sampler.snr": rules.positive,
+    "sampler.n_corrector": rules.non_negative_count,
+    "sampler.sde_predictor": rules.one_of(*samplers.PREDICTORS),
+    "sampler.sde_grid": rules.one_of(*sampling.SDE_GRIDS),
+    "sampler.sde_eps": rules.in_range(0.0, 1.0, low_open=True, high_open=True),
+    "sampler.rk45_tol": rules.positive,
+    "eval.guidance": rules.finite(),
+    "eval.projection_seed": rules.non_negative_count,
+}
+
+
+def config_rules(model: Model, own: dict | None = None) -> dict:
+    """A model module's CONFIG_RULES: `BASE_RULES`, sampler.name one of the model's samplers,
+    and the module's own fields."""
+    return {**BASE_RULES, "sampler.name": rules.one_of(*sampling.sampler_names(model)),
+            **(own or {})}
+
+
+def _sigma_range(config):
+    sc = config.sampler
+    if not sc.sigma_min < sc.sigma_max:
+        return (f"config.sampler.sigma_min={sc.sigma_min!r} must be below "
+                f"config.sampler.sigma_max={sc.sigma_max!r}")
+    return None
+
+
+def _churn_range(config):
+    sc = config.sampler
+    if not sc.s_tmin <= sc.s_tmax:
+        return (f"config.sampler.s_tmin={sc.s_tmin!r} must not exceed "
+                f"config.sampler.s_tmax={sc.s_tmax!r}")
+    return None
+
+
+CONFIG_CHECKS = (_sigma_range, _churn_range)
+
+
+def ordered(low: str, high: str) -> Callable:
+    """A CONFIG_CHECKS condition: config[low] < config[high] (top-level fields)."""
+    def check(config):
+        if not config[low] < config[high]:
+            return (f"config.{low}={config[low]!r} must be below "
+                    f"config.{high}={config[high]!r}")
+        return None
+    return check
 
 
 def bind(model: Model):

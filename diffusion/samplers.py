@@ -20,7 +20,8 @@ Conventions (shared by all of `diffusion/`):
   states) and differentiate (w.r.t. anything the model closes over).
 * Stochastic samplers draw their initial state from ``split(key)[0]`` and the noise of step i
   from ``fold_in(split(key)[1], i)`` (`step_noise`): reproducible from the key, independent of
-  batching. Deterministic samplers accept key=None when ``x_init`` is given.
+  batching; the draws of a chunk of steps are made before those steps run
+  (`scan_with_noise`). Deterministic samplers accept key=None when ``x_init`` is given.
 * ``x_init`` (optional) replaces the drawn initial state: the state at the first grid level
   (for the sigma-space samplers ``sigmas[0] * n``; for DDPM / DDIM the VP-scaled ``x_T``).
 
@@ -35,7 +36,8 @@ sampler                    reference                                            
 `sample_dpmpp_2m`          Lu et al. 2022, DPM-Solver++(2M), Alg. 2             N
 `sample_rk45`              Dormand & Prince 1980 RK5(4) (`diffusion.ode`)       adaptive (+1)
 `sample_ancestral`         DDPM ancestral step in sigma space (Ho et al. 2020)  N
-`sample_reverse_sde`       Song et al. 2021, reverse SDE Euler-Maruyama         N
+`sample_reverse_sde`       Song et al. 2021, reverse SDE (Euler-Maruyama or     N
+                           the reverse-diffusion predictor)
 `sample_pc`                Song et al. 2021, Alg. 2-5 (Langevin corrector, snr) N (1 + M)
 `sample_ddpm`              Ho et al. 2020, Alg. 2 (eps-prediction)              N
 `sample_ddim`              Song, Meng & Ermon 2021, Eq. 12 (eta)                N
@@ -44,9 +46,11 @@ sampler                    reference                                            
 
 Single steps, for samplers written elsewhere (guidance, inverse problems: `diffusion.inverse`):
 `posterior_mean` (x0_hat = D(x; sigma), Tweedie), `euler_step`, `heun_step` with
-`heun_coefficients`, `ancestral_step` with `ancestral_coefficients`, `eps_from_denoiser`,
-`probability_flow_drift`; and the plumbing every sampler uses: `check_shape`, `check_sigmas`,
-`split_key`, `initial_state`, `host_constant`, `noise_levels`, `per_sample`, `step_noise`.
+`heun_coefficients` (and `churn_levels`), `ancestral_step` with `ancestral_coefficients`,
+`eps_from_denoiser`, `probability_flow_drift`, the reverse-SDE steps'
+`reverse_sde_coefficients` and `langevin_alphas`; and the plumbing every sampler uses:
+`check_shape`, `check_sigmas`, `split_key`, `initial_state`, `host_constant`, `noise_levels`,
+`per_sample`, `step_noise`, `scan_with_noise`.
 """
 from __future__ import annotations
 
@@ -68,10 +72,12 @@ __all__ = [
     "sample_euler", "sample_heun", "sample_edm_stochastic", "sample_dpmpp_2m",
     "sample_ancestral", "sample_rk45", "sample_reverse_sde", "sample_pc", "sample_ddpm",
     "sample_ddim",
-    "posterior_mean", "euler_step", "heun_coefficients", "heun_step", "ancestral_coefficients",
+    "posterior_mean", "euler_step", "heun_coefficients", "heun_step", "churn_levels",
+    "ancestral_coefficients",
     "ancestral_step", "eps_from_denoiser", "probability_flow_drift",
+    "reverse_sde_coefficients", "langevin_alphas", "PREDICTORS",
     "check_shape", "check_sigmas", "split_key", "initial_state", "host_constant",
-    "noise_levels", "per_sample", "step_noise",
+    "noise_levels", "per_sample", "step_noise", "scan_with_noise", "NOISE_CHUNK",
 ]
 
 
@@ -138,8 +144,51 @@ def initial_state(k_init, shape, scale: float, x_init, dtype) -> Array:
 
 
 def step_noise(k_steps, i: Array, x: Array) -> Array:
-    """The standard normal noise of step i: normal(fold_in(k_steps, i)), x's shape and dtype."""
-    return jax.random.normal(jax.random.fold_in(k_steps, i), x.shape, x.dtype)
+    """The standard normal noise of step i: normal(fold_in(k_steps, i)), x's shape and dtype.
+
+    Drawn flat and reshaped: the same values as drawing x's shape (JAX's threefry numbers
+    element by flat index), and XLA compiles draws of rank >= 3 (images, a chunk of
+    `scan_with_noise`) several times slower than flat ones."""
+    return jax.random.normal(jax.random.fold_in(k_steps, i), (x.size,), x.dtype).reshape(
+        x.shape)
+
+
+NOISE_CHUNK = 16
+
+
+def scan_with_noise(step: Callable, carry, xs, noise_fn: Callable, num_steps: int, *,
+                    chunk: int | None = None):
+    """`lax.scan(step, carry, (noise, xs))` over `num_steps` steps, where the noise of step i
+    is noise_fn(i) (e.g. `step_noise(k_steps, i, x)`: the same values as drawing it inside the
+    step). Returns the final carry.
+
+    The draws of `chunk` (default `NOISE_CHUNK`) steps are made together, vmapped over i,
+    into a buffer that the step loop carries and refills every `chunk` steps (a `lax.cond`):
+    drawn one per step inside the step loop, each draw is a loop of its own (JAX's threefry on
+    the CPU is a rolled loop) that slows the whole step; drawn in chunks, the draws cost what
+    they cost alone. Memory: `chunk` steps' noise. One scan with one copy of `step`, whatever
+    num_steps. xs are arrays [num_steps, ...] (a pytree); step(carry, (noise_i, xs_i)) ->
+    (carry, None).
+    """
+    chunk = max(1, min(NOISE_CHUNK if chunk is None else chunk, num_steps))
+
+    def draw(first):
+        return jax.vmap(noise_fn)(first + jnp.arange(chunk, dtype=jnp.int32))
+
+    def body(state, c):
+        carry, buffer = state
+        i, x_i = c
+        buffer = lax.cond(i % chunk == 0, lambda: draw(i), lambda: buffer)
+        noise = jax.tree.map(lambda v: lax.dynamic_index_in_dim(v, i % chunk, keepdims=False),
+                             buffer)
+        carry, _ = step(carry, (noise, x_i))
+        return (carry, buffer), None
+
+    empty = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
+                         jax.eval_shape(draw, jnp.int32(0)))
+    (carry, _), _ = lax.scan(body, (carry, empty),
+                             (jnp.arange(num_steps, dtype=jnp.int32), xs))
+    return carry
 
 
 # ============================================================================================
@@ -192,11 +241,22 @@ def heun_step(denoise_fn: DenoiseFn, x_hat: Array, t_hat: Array, t_next: Array, 
     return x_hat + b1 * d_cur + b2 * d_next
 
 
-def ancestral_coefficients(sigmas: np.ndarray):
+def ancestral_coefficients(sigmas: np.ndarray, variance: str = "beta_tilde"):
     """Host float64 coefficients of the sigma-space ancestral steps along a grid [N + 1]:
-    c_mean = (t' / t)^2 and c_std = t' sqrt(1 - (t' / t)^2), each [N]."""
+    c_mean = (t' / t)^2 and c_std, each [N], with c_std^2 the variance of the step:
+
+        "beta_tilde"  t'^2 (1 - (t' / t)^2), the posterior variance of p(x_t' | x_t, x0)
+                      (Ho et al. 2020's beta-tilde; exact when x0 is known)
+        "beta"        t^2 - t'^2, the forward transition's variance (Ho et al.'s beta; the
+                      reverse-diffusion step of Song et al. 2021, Eq. 47, for VE); 0 on a
+                      step to t' = 0, as DDPM's last step (Alg. 2, z = 0 at t = 1)
+    """
     q = (sigmas[1:] / sigmas[:-1]) ** 2
-    return q, sigmas[1:] * np.sqrt(1.0 - q)
+    if variance == "beta_tilde":
+        return q, sigmas[1:] * np.sqrt(1.0 - q)
+    if variance == "beta":
+        return q, np.where(sigmas[1:] > 0, np.sqrt(sigmas[:-1] ** 2 - sigmas[1:] ** 2), 0.0)
+    raise ValueError(f"variance must be 'beta_tilde' or 'beta', got {variance!r}")
 
 
 def ancestral_step(x: Array, x0: Array, z: Array, c_mean: Array, c_std: Array) -> Array:
@@ -206,6 +266,28 @@ def ancestral_step(x: Array, x0: Array, z: Array, c_mean: Array, c_std: Array) -
     return x0 + c_mean * (x - x0) + c_std * z
 
 
+class _EpsFromDenoiser:
+    """eps_fn(x_t, i) of `eps_from_denoiser`, plus `at_index(x_t, i)` for one shared scalar
+    index (what the DDPM / DDIM samplers use: the same values without per-sample gathers)."""
+
+    def __init__(self, denoise_fn: DenoiseFn, alphas_bar):
+        ab = np.asarray(alphas_bar, dtype=np.float64)
+        self.denoise_fn = denoise_fn
+        self.tables = (np.sqrt(ab), np.sqrt(1.0 - ab), np.sqrt((1.0 - ab) / ab))
+
+    def _eps(self, x, sab, s1m, sigma):
+        return (x - sab * self.denoise_fn(x / sab, sigma)) / s1m
+
+    def __call__(self, x, i):
+        sab, s1m, sigma = (host_constant(tab, x.dtype)[i] for tab in self.tables)
+        return self._eps(x, per_sample(sab, x), per_sample(s1m, x), sigma)
+
+    def at_index(self, x, i):
+        sab, s1m, sigma = (noise_levels(host_constant(tab, x.dtype)[i], x)
+                           for tab in self.tables)
+        return self._eps(x, per_sample(sab, x), per_sample(s1m, x), sigma)
+
+
 def eps_from_denoiser(denoise_fn: DenoiseFn, alphas_bar) -> Callable:
     """An eps-prediction function eps_fn(x_t, i) from a denoiser D(x; sigma) (VP form).
 
@@ -213,20 +295,10 @@ def eps_from_denoiser(denoise_fn: DenoiseFn, alphas_bar) -> Callable:
     sigma = sqrt((1 - ab) / ab), so
         eps = (x_t - sqrt(ab) D(x_t / sqrt(ab); sigma)) / sqrt(1 - ab).
     sqrt(ab), sqrt(1 - ab) and sigma are host float64 tables gathered by the int index i [N].
+    The function also has `at_index(x_t, i)` for a scalar index shared by all samples, which
+    `sample_ddpm` / `sample_ddim` call (an eps function without it gets the index as [N]).
     """
-    ab = np.asarray(alphas_bar, dtype=np.float64)
-    tab_sqrt_ab = np.sqrt(ab)
-    tab_sqrt_1m = np.sqrt(1.0 - ab)
-    tab_sigma = np.sqrt((1.0 - ab) / ab)
-
-    def eps_fn(x, i):
-        dt = x.dtype
-        sab = per_sample(host_constant(tab_sqrt_ab, dt)[i], x)
-        s1m = per_sample(host_constant(tab_sqrt_1m, dt)[i], x)
-        sigma = host_constant(tab_sigma, dt)[i]
-        return (x - sab * denoise_fn(x / sab, sigma)) / s1m
-
-    return eps_fn
+    return _EpsFromDenoiser(denoise_fn, alphas_bar)
 
 
 # ============================================================================================
@@ -294,6 +366,18 @@ def sample_edm_stochastic(key, denoise_fn: DenoiseFn, shape, sigmas, *, s_churn:
                         churn=(s_churn, s_tmin, s_tmax, s_noise))
 
 
+def churn_levels(sigmas, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
+    """Host float64 churn of EDM Alg. 2 along a grid [N + 1], each [N]: gamma_i =
+    min(S_churn / N, sqrt(2) - 1) where t_i is in [S_tmin, S_tmax] (else 0), t_hat_i =
+    (1 + gamma_i) t_i and the added noise std S_noise sqrt(t_hat_i^2 - t_i^2)."""
+    s = check_sigmas(sigmas)
+    t_cur = s[:-1]
+    inside = (t_cur >= s_tmin) & (t_cur <= s_tmax)
+    gamma = np.where(inside, min(s_churn / (len(s) - 1), math.sqrt(2.0) - 1.0), 0.0)
+    t_hat = t_cur + gamma * t_cur
+    return gamma, t_hat, s_noise * np.sqrt(t_hat ** 2 - t_cur ** 2)
+
+
 def _edm_sampler(key, denoise_fn, shape, sigmas, *, x_init, dtype, churn):
     shape = check_shape(shape)
     s = check_sigmas(sigmas)
@@ -303,37 +387,31 @@ def _edm_sampler(key, denoise_fn, shape, sigmas, *, x_init, dtype, churn):
     if churn is None:
         t_hat, std = t_cur, None
     else:
-        s_churn, s_tmin, s_tmax, s_noise = churn
-        inside = (t_cur >= s_tmin) & (t_cur <= s_tmax)
-        gamma = np.where(inside, min(s_churn / n_steps, math.sqrt(2.0) - 1.0), 0.0)
-        t_hat = t_cur + gamma * t_cur
-        std = s_noise * np.sqrt(t_hat ** 2 - t_cur ** 2)
+        gamma, t_hat, std = churn_levels(s, *churn)
         info.update(gammas=gamma, t_hat=t_hat, noise_std=std)
     a, b1, b2 = heun_coefficients(t_hat, t_next)
     last_to_zero = t_next[-1] == 0.0
     n_heun = n_steps - 1 if last_to_zero else n_steps
     k_init, k_steps = split_key(key, stochastic=churn is not None)
     x = initial_state(k_init, shape, s[0], x_init, dtype)
-
-    def churn_at(x, i, sd):
-        if churn is None:
-            return x
-        return x + sd * step_noise(k_steps, i, x)
-
     cs = lambda v: host_constant(v, dtype)
-    sd_all = cs(std) if std is not None else cs(np.zeros(n_steps))
+    xs = (cs(t_hat), cs(t_next), cs(a), cs(b1), cs(b2))
+    if churn is None or not np.any(std > 0):     # S_churn = 0: Heun's arithmetic exactly
+        def step(x, c):
+            return heun_step(denoise_fn, x, *c), None
 
-    def step(x, c):
-        i, th, tn, ca, cb1, cb2, sd = c
-        x_hat = churn_at(x, i, sd)
-        return heun_step(denoise_fn, x_hat, th, tn, ca, cb1, cb2), None
+        x, _ = lax.scan(step, x, jax.tree.map(lambda v: v[:n_heun], xs))
+        x_last = x
+    else:
+        def churn_step(x, c):
+            z, (sd, c_heun) = c
+            return heun_step(denoise_fn, x + sd * z, *c_heun), None
 
-    idx = jnp.arange(n_steps, dtype=jnp.int32)
-    xs = (idx, cs(t_hat), cs(t_next), cs(a), cs(b1), cs(b2), sd_all)
-    x, _ = lax.scan(step, x, jax.tree.map(lambda v: v[:n_heun], xs))
+        x = scan_with_noise(churn_step, x, jax.tree.map(lambda v: v[:n_heun], (cs(std), xs)),
+                            lambda i: step_noise(k_steps, i, x), n_heun)
+        x_last = x + cs(std)[n_steps - 1] * step_noise(k_steps, jnp.int32(n_steps - 1), x)
     if last_to_zero:
-        i, th, _, ca, _, _, sd = jax.tree.map(lambda v: v[n_steps - 1], xs)
-        x = euler_step(denoise_fn, churn_at(x, i, sd), th, ca)
+        x = euler_step(denoise_fn, x_last, xs[0][n_steps - 1], xs[2][n_steps - 1])
     info["nfe"] = 2 * n_heun + (1 if last_to_zero else 0)
     return x, info
 
@@ -422,8 +500,8 @@ def sample_rk45(key, denoise_fn: DenoiseFn, shape, *, sigma_min: float = 0.002,
 # Ancestral sampling in sigma space.
 # ============================================================================================
 
-def sample_ancestral(key, denoise_fn: DenoiseFn, shape, sigmas, *, x_init=None,
-                     dtype=jnp.float32):
+def sample_ancestral(key, denoise_fn: DenoiseFn, shape, sigmas, *,
+                     variance: str = "beta_tilde", x_init=None, dtype=jnp.float32):
     """Ancestral sampling in sigma space: DDPM's posterior step (Ho et al. 2020, Eqs. 6-7)
     written for x = x0 + sigma n (the VE / EDM form; identical to DDPM with the beta-tilde
     variance after the change of variables x_vp = x / sqrt(1 + sigma^2)).
@@ -432,22 +510,24 @@ def sample_ancestral(key, denoise_fn: DenoiseFn, shape, sigmas, *, x_init=None,
         x' = x0_hat + (t'^2 / t^2) (x - x0_hat) + t' sqrt(1 - t'^2 / t^2) z,   z ~ N(0, I)
     i.e. a draw from p(x_{t'} | x_t, x0 = x0_hat). Started at x_init = y (a noisy observation
     with noise std sigmas[0]) it samples the posterior of the denoising problem.
-    NFE = N. Returns (x, {"nfe", "sigmas"}).
+    `variance="beta"` replaces the noise std by sqrt(t^2 - t'^2), Ho et al.'s other choice
+    (`ancestral_coefficients`): beta-tilde ignores the uncertainty of x0_hat and draws too
+    narrow samples at few steps, beta too wide ones. NFE = N. Returns (x, {"nfe", "sigmas"}).
     """
     shape = check_shape(shape)
     s = check_sigmas(sigmas)
-    c_mean, c_std = ancestral_coefficients(s)
+    c_mean, c_std = ancestral_coefficients(s, variance)
     k_init, k_steps = split_key(key, stochastic=True)
     x = initial_state(k_init, shape, s[0], x_init, dtype)
 
     def step(x, c):
-        i, t, cm, cstd = c
+        z, (t, cm, cstd) = c
         x0 = posterior_mean(denoise_fn, x, t)
-        return ancestral_step(x, x0, step_noise(k_steps, i, x), cm, cstd), None
+        return ancestral_step(x, x0, z, cm, cstd), None
 
     cs = lambda v: host_constant(v, dtype)
-    x, _ = lax.scan(step, x, (jnp.arange(len(s) - 1, dtype=jnp.int32), cs(s[:-1]),
-                              cs(c_mean), cs(c_std)))
+    x = scan_with_noise(step, x, (cs(s[:-1]), cs(c_mean), cs(c_std)),
+                        lambda i: step_noise(k_steps, i, x), len(s) - 1)
     return x, {"nfe": len(s) - 1, "sigmas": s}
 
 
@@ -459,76 +539,138 @@ def sample_ancestral(key, denoise_fn: DenoiseFn, shape, sigmas, *, x_init=None,
 # own scaling and t a float [N] of SDE time in [eps, T]. For a denoiser use
 # `sde.score_from_denoiser(denoise_fn)` (diffusion/sde.py): (D(x/s; sigma) - x/s) / (s sigma^2).
 # The `sde` object needs (float64 numpy on the host): drift_coeff(t) = f(t) of the linear
-# drift f(t) x, diffusion(t) = g(t), prior_std, and for the VP-type corrector beta(t)
-# (diffusion.sde.VPSDE / SubVPSDE / VESDE provide these). The time grid `ts` [N + 1] descends
-# from T (e.g. `schedules.sde_time_steps`).
+# drift f(t) x, diffusion(t) = g(t), marginal_mean_coeff(t) = m(t), marginal_std(t) and
+# prior_std (diffusion.sde.VPSDE / SubVPSDE / VESDE provide these). The time grid `ts` [N + 1]
+# descends from T: Song et al.'s uniform times (`schedules.sde_time_steps`, ending at a small
+# eps), or the times of a noise-level grid (`schedules.sde_times_from_sigmas`, e.g. of
+# `edm_sigma_steps`), which end at t = 0: the step to t = 0 is the posterior mean
+# x0_hat = (x + std(t)^2 score) / m(t) (Tweedie; the sigma samplers' last step to sigma = 0).
 
 def _check_times(ts) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(ts, dtype=np.float64)
-    if t.ndim != 1 or t.shape[0] < 2 or np.any(np.diff(t) >= 0):
-        raise ValueError("ts must be a strictly decreasing 1-D grid of at least 2 times")
+    if t.ndim != 1 or t.shape[0] < 2 or np.any(np.diff(t) >= 0) or t[-1] < 0:
+        raise ValueError("ts must be a strictly decreasing 1-D grid of at least 2 times >= 0")
     return t, t[:-1] - t[1:]                       # grid, positive step sizes
 
 
-def _em_coeffs(sde, t: np.ndarray, dt: np.ndarray):
-    """x_mean = a x + b score, x = x_mean + c z for a reverse step of length dt from t:
-    a = 1 - f(t) dt, b = g(t)^2 dt, c = g(t) sqrt(dt) (Song et al. 2021, Eq. 6 discretised)."""
-    f = np.asarray(sde.drift_coeff(t), np.float64) * np.ones_like(t)
-    g = np.asarray(sde.diffusion(t), np.float64) * np.ones_like(t)
-    return 1.0 - f * dt, g ** 2 * dt, g * np.sqrt(dt)
+def _host_coeff(fn, t: np.ndarray) -> np.ndarray:
+    return np.asarray(fn(t), np.float64) * np.ones_like(t)
+
+
+PREDICTORS = ("euler_maruyama", "reverse_diffusion")
+
+
+def reverse_sde_coefficients(sde, ts, predictor: str = "euler_maruyama"):
+    """Host float64 coefficients (a, b, c), each [N], of the reverse-time steps along the SDE
+    time grid `ts` [N + 1]: x_mean = a x + b score(x, t_i), x = x_mean + c z.
+
+    "euler_maruyama": Song et al. 2021's Eq. 6 with the coefficients frozen at t_i, for a step
+        of length dt = t_i - t_{i+1}: a = 1 - f(t_i) dt, b = g(t_i)^2 dt, c = g(t_i) sqrt(dt).
+        b / sigma_i^2 multiplies the denoising direction D - x; it exceeds 2 (the step
+        overshoots and diverges) once sigma falls by more than ~2x in one step on a VE SDE.
+    "reverse_diffusion": the reverse of the forward chain on the grid (Song et al. 2021,
+        App. E, Eq. 45-47): in the coordinates y = x / m(t), where the forward chain is
+        y_{i} = y_{i+1} + sqrt(sigma_i^2 - sigma_{i+1}^2) z (sigma = std / m), one step
+        y' = y + (sigma_i^2 - sigma_{i+1}^2) grad_y log p + sqrt(sigma_i^2 - sigma_{i+1}^2) z,
+        i.e. a = m_{i+1} / m_i, b = m_i m_{i+1} (sigma_i^2 - sigma_{i+1}^2),
+        c = m_{i+1} sqrt(sigma_i^2 - sigma_{i+1}^2). The multiplier on D - x is
+        1 - sigma_{i+1}^2 / sigma_i^2 < 1 on any grid. For VE (m = 1) this is Song et al.'s
+        Eq. 47; for VP its mean coefficient is 1 / sqrt(alpha_i) where Song et al. expand to
+        first order, 2 - sqrt(1 - beta_i).
+
+    Either way a step to t_{i+1} = 0 is the posterior mean of x(0) (Tweedie):
+    a = 1 / m(t_i), b = std(t_i)^2 / m(t_i), c = 0.
+    """
+    t, dt = _check_times(ts)
+    t_cur = t[:-1]
+    if predictor == "euler_maruyama":
+        f = _host_coeff(sde.drift_coeff, t_cur)
+        g = _host_coeff(sde.diffusion, t_cur)
+        a, b, c = 1.0 - f * dt, g ** 2 * dt, g * np.sqrt(dt)
+    elif predictor == "reverse_diffusion":
+        m = _host_coeff(sde.marginal_mean_coeff, t)
+        var = (_host_coeff(sde.marginal_std, t) / m) ** 2          # sigma(t)^2
+        dvar = var[:-1] - var[1:]
+        a, b, c = m[1:] / m[:-1], m[:-1] * m[1:] * dvar, m[1:] * np.sqrt(dvar)
+    else:
+        raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
+    if t[-1] == 0.0:
+        m = float(_host_coeff(sde.marginal_mean_coeff, t_cur[-1:])[0])
+        std = float(_host_coeff(sde.marginal_std, t_cur[-1:])[0])
+        a[-1], b[-1], c[-1] = 1.0 / m, std ** 2 / m, 0.0
+    return a, b, c
+
+
+def langevin_alphas(sde, ts) -> np.ndarray:
+    """alpha_i of the Langevin corrector at t_i (Song et al. 2021, Alg. 5), host float64 [N]:
+    alpha_i = 1 - beta_i of the discrete chain whose levels are the grid, i.e.
+    m(t_{i+1})^2 alpha_i = m(t_i)^2 with m the kernel mean (DDPM's alpha_bar = m^2): for VP
+    and sub-VP alpha_i = exp(-int_{t_{i+1}}^{t_i} beta(s) ds), in (0, 1] for every grid (the
+    first-order 1 - beta(t_i) dt of Song et al.'s code is negative once beta dt > 1); 1 for
+    VE (m = 1)."""
+    t, _ = _check_times(ts)
+    m = _host_coeff(sde.marginal_mean_coeff, t)
+    return (m[:-1] / m[1:]) ** 2
 
 
 def sample_reverse_sde(key, score_fn: Callable, shape, sde, ts, *, denoise: bool = True,
-                       x_init=None, dtype=jnp.float32):
+                       predictor: str = "euler_maruyama", x_init=None, dtype=jnp.float32):
     """Euler-Maruyama on the reverse-time SDE (Song et al. 2021, Eq. 6):
 
         dx = [f(t) x - g(t)^2 score(x, t)] dt + g(t) dw_bar,  from t = ts[0] down to ts[-1],
 
     Step from t_i (dt = t_i - t_{i+1} > 0):
-        x_mean = x - [f(t_i) x - g(t_i)^2 score(x, t_i)] dt,   x = x_mean + g(t_i) sqrt(dt) z.
-    x_T ~ N(0, sde.prior_std^2 I). With `denoise` the noise-free mean of the last step is
-    returned (as in Song et al.'s reference sampler). Coefficients are host float64.
+        x_mean = x - [f(t_i) x - g(t_i)^2 score(x, t_i)] dt,   x = x_mean + g(t_i) sqrt(dt) z,
+    and a step to t = 0 (grids from `schedules.sde_times_from_sigmas`) is the posterior mean
+    x0_hat = (x + std(t_i)^2 score) / m(t_i). `predictor="reverse_diffusion"` takes Song et
+    al.'s reverse-diffusion steps instead, which stay stable where Euler-Maruyama's big steps
+    diverge (`reverse_sde_coefficients`). x_T ~ N(0, sde.prior_std^2 I). With `denoise` the
+    noise-free mean of the last step is returned (as in Song et al.'s reference sampler).
+    Coefficients are host float64.
 
     score_fn(x, t): t is a float [N] array of SDE times. NFE = N = len(ts) - 1.
     Returns (x, {"nfe", "t"}).
     """
     shape = check_shape(shape)
-    t, dt = _check_times(ts)
-    num_steps = len(dt)
-    a, b, c = _em_coeffs(sde, t[:-1], dt)
+    t, _ = _check_times(ts)
+    num_steps = len(t) - 1
+    a, b, c = reverse_sde_coefficients(sde, t, predictor)
     k_init, k_steps = split_key(key, stochastic=True)
     x = initial_state(k_init, shape, float(sde.prior_std), x_init, dtype)
 
     def step(carry, cf):
         x, _ = carry
-        i, ti, ca, cb, cc = cf
+        z, (ti, ca, cb, cc) = cf
         score = score_fn(x, noise_levels(ti, x))
         x_mean = ca * x + cb * score
-        return (x_mean + cc * step_noise(k_steps, i, x), x_mean), None
+        return (x_mean + cc * z, x_mean), None
 
     cs = lambda v: host_constant(v, dtype)
-    (x, x_mean), _ = lax.scan(step, (x, x), (jnp.arange(num_steps, dtype=jnp.int32),
-                                             cs(t[:-1]), cs(a), cs(b), cs(c)))
+    x, x_mean = scan_with_noise(step, (x, x), (cs(t[:-1]), cs(a), cs(b), cs(c)),
+                                lambda i: step_noise(k_steps, i, x), num_steps)
     return (x_mean if denoise else x), {"nfe": num_steps, "t": t}
 
 
 def sample_pc(key, score_fn: Callable, shape, sde, ts, *, snr: float = 0.16,
-              n_corrector: int = 1, norm: str = "batch", denoise: bool = True, x_init=None,
-              dtype=jnp.float32):
+              n_corrector: int = 1, norm: str = "batch", denoise: bool = True,
+              predictor: str = "euler_maruyama", x_init=None, dtype=jnp.float32):
     """Predictor-corrector sampling (Song et al. 2021, Sec. 4.2, Alg. 2-5): `n_corrector`
     Langevin corrector steps and an Euler-Maruyama predictor step (`sample_reverse_sde`'s) at
     each grid time.
 
-    Grid ts[0] = T > ... > ts[N] = eps. At each t_i, i = 0 .. N-1 (the order of Song et al.'s
-    reference sampler; the paper's Alg. 2 writes the predictor first):
+    Grid ts[0] = T > ... > ts[N] (eps, or 0 for the times of a sigma grid). At each t_i,
+    i = 0 .. N-1 (the order of Song et al.'s reference sampler; the paper's Alg. 2 writes the
+    predictor first):
       corrector, M times (Alg. 5):  z ~ N(0, I);  g = score(x, t_i);
                                     e = 2 alpha_i (snr ||z|| / ||g||)^2;
                                     x <- x + e g + sqrt(2 e) z
       predictor t_i -> t_{i+1}:     x_mean = x - [f x - g^2 score] dt,  x = x_mean + g sqrt(dt) z
-    alpha_i = 1 - beta(t_i) dt for VP-type SDEs (objects with a `beta` method: the alphas of
-    the discretised chain, as in Song et al.'s code), 1 for VE. With `denoise` the noise-free
-    mean of the last predictor step is returned (ending on a corrector and dropping its noise
-    would shrink narrow directions by a factor 1 - e / s^2).
+                                    (the posterior mean when t_{i+1} = 0; `predictor` as in
+                                    `sample_reverse_sde`)
+    alpha_i = 1 - beta_i of the discrete chain on the grid (`langevin_alphas`: in (0, 1] for
+    VP and sub-VP at any step count, 1 for VE). With `denoise` the noise-free mean of the last
+    predictor step is returned (ending on a corrector and dropping its noise would shrink
+    narrow directions by a factor 1 - e / s^2).
 
     `norm="batch"` (default, as Song et al.'s reference code): ||z|| and ||g|| are per-sample
     norms averaged over the batch, so one step size serves the batch (samples then depend on
@@ -542,19 +684,16 @@ def sample_pc(key, score_fn: Callable, shape, sde, ts, *, snr: float = 0.16,
     shape = check_shape(shape)
     if norm not in ("batch", "sample"):
         raise ValueError(f"norm must be 'batch' or 'sample', got {norm!r}")
-    t, dt = _check_times(ts)
-    num_steps = len(dt)
-    a, b, c = _em_coeffs(sde, t[:-1], dt)
-    if hasattr(sde, "beta"):
-        alpha = 1.0 - np.asarray(sde.beta(t[:-1]), np.float64) * dt
-    else:
-        alpha = np.ones_like(t[:-1])
+    t, _ = _check_times(ts)
+    num_steps = len(t) - 1
+    a, b, c = reverse_sde_coefficients(sde, t, predictor)
+    alpha = langevin_alphas(sde, t)
     k_init, k_steps = split_key(key, stochastic=True)
     x = initial_state(k_init, shape, float(sde.prior_std), x_init, dtype)
     red = tuple(range(1, len(shape)))
 
-    def langevin(j, x, tv, al, key_i):
-        z = step_noise(key_i, j, x)
+    def langevin(j, x, tv, al, zs):
+        z = zs[j]
         g = score_fn(x, tv)
         g_norm = jnp.sqrt(jnp.sum(g * g, axis=red))
         z_norm = jnp.sqrt(jnp.sum(z * z, axis=red))
@@ -564,18 +703,24 @@ def sample_pc(key, score_fn: Callable, shape, sde, ts, *, snr: float = 0.16,
         e = 2.0 * al * jnp.square(snr * z_norm / jnp.maximum(g_norm, 1e-30))
         return x + per_sample(e, x) * g + per_sample(jnp.sqrt(2.0 * e), x) * z
 
+    def noise(i):
+        """(corrector noises [M, *shape], predictor noise) of grid step i."""
+        key_i = jax.random.fold_in(k_steps, 2 * i + 1)
+        corrector = jax.vmap(lambda j: step_noise(key_i, j, x))(
+            jnp.arange(n_corrector, dtype=jnp.int32))
+        return corrector, step_noise(k_steps, 2 * i, x)
+
     def step(carry, cf):
         x, _ = carry
-        i, ti, ca, cb, cc, al = cf
+        (z_corrector, z), (ti, ca, cb, cc, al) = cf
         tv = noise_levels(ti, x)
-        key_i = jax.random.fold_in(k_steps, 2 * i + 1)
-        x = lax.fori_loop(0, n_corrector, lambda j, xx: langevin(j, xx, tv, al, key_i), x)
+        x = lax.fori_loop(0, n_corrector, lambda j, xx: langevin(j, xx, tv, al, z_corrector), x)
         x_mean = ca * x + cb * score_fn(x, tv)
-        return (x_mean + cc * step_noise(k_steps, 2 * i, x), x_mean), None
+        return (x_mean + cc * z, x_mean), None
 
     cs = lambda v: host_constant(v, dtype)
-    (x, x_mean), _ = lax.scan(step, (x, x), (jnp.arange(num_steps, dtype=jnp.int32),
-                                             cs(t[:-1]), cs(a), cs(b), cs(c), cs(alpha)))
+    x, x_mean = scan_with_noise(step, (x, x), (cs(t[:-1]), cs(a), cs(b), cs(c), cs(alpha)),
+                                noise, num_steps)
     return (x_mean if denoise else x), {"nfe": num_steps * (1 + n_corrector), "t": t}
 
 
@@ -656,15 +801,21 @@ def _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, c_z, x_init, dtype):
     k_init, k_steps = split_key(key, stochastic=noisy)
     x = initial_state(k_init, shape, 1.0, x_init, dtype)
 
-    def step(x, c):
-        i, t, a, b, s = c
-        eps = eps_fn(x, jnp.broadcast_to(t, (x.shape[0],)))
-        if not noisy:                   # DDIM eta = 0: deterministic, no draws
-            return a * x + b * eps, None
-        return a * x + b * eps + s * step_noise(k_steps, i, x), None
+    at_index = getattr(eps_fn, "at_index", None)
+
+    def mean(x, t, a, b):
+        eps = at_index(x, t) if at_index else eps_fn(x, jnp.broadcast_to(t, (x.shape[0],)))
+        return a * x + b * eps
 
     cs = lambda v: host_constant(v, dtype)
     n = len(ts)
-    x, _ = lax.scan(step, x, (jnp.arange(n, dtype=jnp.int32), jnp.asarray(ts, jnp.int32),
-                              cs(c_x), cs(c_eps), cs(c_z)))
+    xs = (jnp.asarray(ts, jnp.int32), cs(c_x), cs(c_eps), cs(c_z))
+    if not noisy:                       # DDIM eta = 0: deterministic, no draws
+        x, _ = lax.scan(lambda x, c: (mean(x, *c[:3]), None), x, xs)
+    else:
+        def step(x, c):
+            z, (t, a, b, s) = c
+            return mean(x, t, a, b) + s * z, None
+
+        x = scan_with_noise(step, x, xs, lambda i: step_noise(k_steps, i, x), n)
     return x, {"nfe": n, "timesteps": ts}

@@ -4,13 +4,15 @@ A model (`diffusion.protocol.Model`) presents one denoiser D(x; sigma) (`denoise
 sampler of `diffusion.samplers` samples every model. `SAMPLERS` maps a sampler's name to the
 public sampler function and the grid it runs on, built from `config.sampler`:
 
-    "sigmas"     the model's noise-level grid (`sigma_steps`: EDM Eq. 5 on [sigma_min,
-                 sigma_max] with rho, unless the model has its own, e.g. DDPM's trained levels)
+    "sigmas"     the model's noise-level grid (`sigma_steps`: config.sampler.grid of
+                 `schedules.SIGMA_GRIDS` on [sigma_min, sigma_max], EDM Eq. 5 with rho by
+                 default, unless the model has its own, e.g. DDPM's trained levels)
     "ddpm"       the model's discrete schedule alpha_bar (Ho et al.'s T = 1000 linear betas
                  unless the model has its own) at `schedules.ddpm_timesteps`, through
                  `samplers.eps_from_denoiser`
-    "sde"        the model's forward SDE on `schedules.sde_time_steps` from T to
-                 config.sampler.sde_eps, through `sde.score_from_denoiser`
+    "sde"        the model's forward SDE on the times `sde_times` (config.sampler.sde_grid:
+                 Song et al.'s uniform times from T to config.sampler.sde_eps, or the times of
+                 a sigma grid), through `sde.score_from_denoiser`
     "endpoints"  sigma_max and sigma_min only (the adaptive RK45 picks its own steps)
 
 A model may add samplers of its own (`Model.extra_samplers`, e.g. flow matching's `euler_t`).
@@ -65,26 +67,47 @@ SAMPLERS: dict[str, Sampler] = {
                         s_tmax=float(sc.s_tmax), s_noise=float(sc.s_noise)),
         _two_per_step),
     "dpmpp_2m": Sampler(S.sample_dpmpp_2m, "sigmas"),
-    "ancestral": Sampler(S.sample_ancestral, "sigmas"),
+    "ancestral": Sampler(S.sample_ancestral, "sigmas",
+                         lambda sc: dict(variance=sc.ancestral_variance)),
     "ddim": Sampler(S.sample_ddim, "ddpm", lambda sc: dict(eta=0.0),
                     lambda nfe, sc: max(1, min(nfe, DDPM_TRAIN_STEPS))),
-    "ddpm": Sampler(S.sample_ddpm, "ddpm",
-                    steps_for_nfe=lambda nfe, sc: max(1, min(nfe, DDPM_TRAIN_STEPS))),
-    "reverse_sde": Sampler(S.sample_reverse_sde, "sde"),
+    "ddpm": Sampler(S.sample_ddpm, "ddpm", lambda sc: dict(variance=sc.ddpm_variance),
+                    lambda nfe, sc: max(1, min(nfe, DDPM_TRAIN_STEPS))),
+    "reverse_sde": Sampler(S.sample_reverse_sde, "sde",
+                           lambda sc: dict(predictor=sc.sde_predictor)),
     "pc": Sampler(S.sample_pc, "sde",
-                  lambda sc: dict(snr=float(sc.snr), n_corrector=int(sc.n_corrector)),
+                  lambda sc: dict(snr=float(sc.snr), n_corrector=int(sc.n_corrector),
+                                  predictor=sc.sde_predictor),
                   lambda nfe, sc: max(1, nfe // (1 + int(sc.n_corrector)))),
     "rk45": Sampler(S.sample_rk45, "endpoints", _tolerances),
 }
 
 
 def sigma_steps(model: Model, config, num_steps: int):
-    """The model's noise-level grid [num_steps + 1] (host float64), ending at 0."""
+    """The model's noise-level grid [num_steps + 1] (host float64), ending at 0: its own
+    (DDPM's trained levels), else config.sampler.grid on [sigma_min, sigma_max]."""
     if model.sigma_steps is not None:
         return model.sigma_steps(config, num_steps)
     sc = config.sampler
-    return schedules.edm_sigma_steps(num_steps, float(sc.sigma_min), float(sc.sigma_max),
-                                     float(sc.rho))
+    return schedules.sigma_grid(sc.grid, num_steps, float(sc.sigma_min), float(sc.sigma_max),
+                                float(sc.rho))
+
+
+SDE_GRIDS = ("uniform_t",) + schedules.SIGMA_GRIDS
+
+
+def sde_times(model: Model, config, num_steps: int):
+    """The SDE time grid [num_steps + 1] (host float64) of the reverse-SDE and PC samplers:
+    config.sampler.sde_grid "uniform_t" (Song et al. 2021: uniform from T to sde_eps) or a
+    sigma grid of `schedules.SIGMA_GRIDS` on [sigma_min, sigma_max] mapped to the model's SDE
+    times (`schedules.sde_times_from_sigmas`; it ends at t = 0, a posterior-mean step)."""
+    sde = model.sde(config)
+    sc = config.sampler
+    if sc.sde_grid == "uniform_t":
+        return schedules.sde_time_steps(num_steps, sde.T, float(sc.sde_eps))
+    grid = schedules.sigma_grid(sc.sde_grid, num_steps, float(sc.sigma_min),
+                                float(sc.sigma_max), float(sc.rho))
+    return schedules.sde_times_from_sigmas(sde, grid)
 
 
 def alphas_bar(model: Model, config):
@@ -108,9 +131,8 @@ def _run_on_ddpm_levels(spec, model, config, key, denoise_fn, shape, num_steps):
 
 def _run_on_sde_times(spec, model, config, key, denoise_fn, shape, num_steps):
     sde = model.sde(config)
-    ts = schedules.sde_time_steps(num_steps, sde.T, float(config.sampler.sde_eps))
-    return spec.fn(key, sde.score_from_denoiser(denoise_fn), shape, sde, ts,
-                   **spec.options(config.sampler))
+    return spec.fn(key, sde.score_from_denoiser(denoise_fn), shape, sde,
+                   sde_times(model, config, num_steps), **spec.options(config.sampler))
 
 
 def _run_between_endpoints(spec, model, config, key, denoise_fn, shape, num_steps):

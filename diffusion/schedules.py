@@ -5,6 +5,11 @@ per-step constants of the sample dtype; see `diffusion.samplers`). Noise-level g
 ("sigma steps") are descending, length num_steps + 1, and end at sigma = 0, the clean data.
 
     edm_sigma_steps    EDM's rho-schedule, Karras et al. 2022 Eq. 5 (Table 1 "ours")
+    logsnr_sigma_steps uniform in log-SNR, i.e. log-uniform in sigma (Lu et al. 2022's
+                       DPM-Solver "logSNR" steps)
+    time_uniform_sigma_steps  uniform in the time of the linear-beta VP SDE (DPM-Solver's
+                       "time_uniform" steps) between two noise levels
+    sigma_grid         one of the three above by name (`SIGMA_GRIDS`)
     vp_sigma_steps     EDM Table 1, VP column: sigma(t_i), t_i uniform from 1 to eps_s
     ve_sigma_steps     EDM Table 1, VE column: geometric in sigma from sigma_max to sigma_min
     flow_sigma_steps   uniform steps in the flow-matching time t, as sigma = t / (1 - t)
@@ -12,6 +17,8 @@ per-step constants of the sample dtype; see `diffusion.samplers`). Noise-level g
     ddpm_timesteps     a strided descending sub-sequence of DDPM's T indices (DDIM's "tau")
     ddpm_sigma_steps   the noise levels sigma_t = sqrt((1 - ab_t) / ab_t) at those indices
     sde_time_steps     uniform SDE times from T down to eps (Song et al. 2021's samplers)
+    sde_times_from_sigmas  the SDE times of a noise-level grid (a sigma grid for the reverse-SDE
+                       and predictor-corrector samplers; level 0 becomes time 0)
 """
 from __future__ import annotations
 
@@ -21,9 +28,10 @@ import numpy as np
 
 from diffusion import sde as sde_lib
 
-__all__ = ["edm_sigma_steps", "vp_sigma_steps", "ve_sigma_steps", "flow_sigma_steps",
+__all__ = ["edm_sigma_steps", "logsnr_sigma_steps", "time_uniform_sigma_steps", "SIGMA_GRIDS",
+           "sigma_grid", "vp_sigma_steps", "ve_sigma_steps", "flow_sigma_steps",
            "DDPMSchedule", "ddpm_schedule", "ddpm_timesteps", "ddpm_sigma_steps",
-           "sde_time_steps"]
+           "sde_time_steps", "sde_times_from_sigmas"]
 
 
 def _check_num_steps(num_steps: int) -> None:
@@ -60,6 +68,53 @@ def edm_sigma_steps(num_steps: int, sigma_min: float = 0.002, sigma_max: float =
         a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
         t = (a + i / (num_steps - 1) * (b - a)) ** rho
     return _descending_to_zero(t)
+
+
+def logsnr_sigma_steps(num_steps: int, sigma_min: float = 0.002,
+                       sigma_max: float = 80.0) -> np.ndarray:
+    """Steps uniform in log-SNR (Lu et al. 2022, DPM-Solver, Sec. 3.3 "logSNR"): with EDM's
+    alpha = 1, lambda = -log sigma, so sigma_i = sigma_max (sigma_min / sigma_max)^(i / (N - 1)),
+    i = 0 .. N - 1 (geometric), then 0. float64 [num_steps + 1]; the limit rho -> inf of
+    `edm_sigma_steps`."""
+    _check_num_steps(num_steps)
+    levels = sigma_max * (sigma_min / sigma_max) ** _uniform_fraction(num_steps)
+    if num_steps > 1:
+        levels[-1] = sigma_min                # the end point exactly, not round-tripped
+    return _descending_to_zero(levels)
+
+
+def time_uniform_sigma_steps(num_steps: int, sigma_min: float = 0.002,
+                             sigma_max: float = 80.0, beta_d: float = 19.9,
+                             beta_min: float = 0.1) -> np.ndarray:
+    """Steps uniform in the time of the linear-beta VP SDE (Lu et al. 2022, DPM-Solver's
+    "time_uniform"; EDM Table 1's VP steps): t_i from t(sigma_max) to t(sigma_min) in equal
+    steps, sigma_i = sigma_VP(t_i) = sqrt(exp(beta_d t_i^2 / 2 + beta_min t_i) - 1), then 0.
+    float64 [num_steps + 1]. `vp_sigma_steps` is the range sigma_VP(eps_s) .. sigma_VP(1)."""
+    _check_num_steps(num_steps)
+    t_hi = sde_lib.edm_vp_sigma_inv(float(sigma_max), beta_d, beta_min)
+    t_lo = sde_lib.edm_vp_sigma_inv(float(sigma_min), beta_d, beta_min)
+    t = t_hi + _uniform_fraction(num_steps) * (t_lo - t_hi)
+    levels = sde_lib.edm_vp_sigma(t, beta_d, beta_min)
+    levels[-1] = sigma_min                    # the end points exactly, not round-tripped
+    levels[0] = sigma_max
+    return _descending_to_zero(levels)
+
+
+SIGMA_GRIDS = ("edm", "logsnr", "time_uniform")
+
+
+def sigma_grid(name: str, num_steps: int, sigma_min: float, sigma_max: float,
+               rho: float = 7.0) -> np.ndarray:
+    """The noise-level grid `name` of `SIGMA_GRIDS` on [sigma_min, sigma_max], ending at 0:
+    "edm" (`edm_sigma_steps` with rho), "logsnr" (`logsnr_sigma_steps`), "time_uniform"
+    (`time_uniform_sigma_steps`). float64 [num_steps + 1]."""
+    if name == "edm":
+        return edm_sigma_steps(num_steps, sigma_min, sigma_max, rho)
+    if name == "logsnr":
+        return logsnr_sigma_steps(num_steps, sigma_min, sigma_max)
+    if name == "time_uniform":
+        return time_uniform_sigma_steps(num_steps, sigma_min, sigma_max)
+    raise ValueError(f"unknown sigma grid {name!r}; valid choices: {', '.join(SIGMA_GRIDS)}")
 
 
 def vp_sigma_steps(num_steps: int, beta_d: float = 19.9, beta_min: float = 0.1,
@@ -138,3 +193,16 @@ def sde_time_steps(num_steps: int, T: float = 1.0, eps: float = 1e-3) -> np.ndar
     Euler-Maruyama and predictor-corrector grids). float64 [num_steps + 1], from T to eps."""
     _check_num_steps(num_steps)
     return np.linspace(float(T), float(eps), num_steps + 1, dtype=np.float64)
+
+
+def sde_times_from_sigmas(sde, sigmas) -> np.ndarray:
+    """The SDE times t_i = sde.t_of_sigma(sigma_i) of a descending noise-level grid (e.g.
+    `edm_sigma_steps` on the SDE's range): the grid the reverse-SDE and predictor-corrector
+    samplers step along when they follow a sigma schedule instead of Song et al.'s uniform
+    times. A final level 0 becomes t = 0 exactly, where those samplers take the posterior
+    mean (their step to the clean data). float64 [len(sigmas)]."""
+    s = np.asarray(sigmas, dtype=np.float64)
+    t = np.zeros_like(s)
+    positive = s > 0
+    t[positive] = np.asarray(sde.t_of_sigma(s[positive]), np.float64)
+    return t

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from algorithms.core import config_rules
 from diffusion import data as data_lib
 from diffusion import losses, networks, samplers, sampling, schedules
 from diffusion.models import ddpm, edm, flow_matching, ve, vp
@@ -68,6 +69,46 @@ def test_protocol_members(name):
     config = _tiny(algo)
     assert "max_grad_norm" in config and "grad_clip" not in config
     assert set(sampling.sampler_names(algo.MODEL)) >= set(sampling.SAMPLERS)
+
+
+_OWN_BAD = {"edm": ("sigma_data", 0.0), "vp": ("M", 0), "ve": ("sde_sigma_min", -0.01),
+            "ddpm": ("beta_T", 1.0), "flow_matching": ("M", -3)}
+_ORDER_BAD = {"vp": ("beta_min", 30.0), "ve": ("sde_sigma_max", 0.001), "ddpm": ("beta_1", 0.05)}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_config_rules_cover_every_field_and_refuse_bad_values(name):
+    """CONFIG_RULES (shared ones from diffusion/protocol.py) cover every field of the default
+    config, which they accept; a bad value of a shared, a nested and a model's own field, and
+    a broken relation between fields, are refused with the field's name."""
+    algo = MODELS[name]
+    assert config_rules.uncovered(algo.default_config(), algo) == []
+    config_rules.check(algo.default_config(), algo)
+    own_field, own_value = _OWN_BAD[name]
+    bad = [("sampler.name", "euler_a"), ("sampler.grid", "karras"),
+           ("sampler.sde_predictor", "heun"), ("sampler.sde_grid", "uniform"),
+           ("sampler.ancestral_variance", "learned"), ("sampler.ddpm_variance", "fixed"),
+           ("sampler.n_corrector", -1), ("sampler.sde_eps", 0.0), ("net.kind", "unet"),
+           ("ema_decay", 1.5), ("lr_warmup", -1), ("eval.guidance", float("nan")),
+           (own_field, own_value)]
+    for path, value in bad:
+        config = algo.default_config()
+        *parents, leaf = path.split(".")
+        functools.reduce(lambda node, p: node[p], parents, config)[leaf] = value
+        with pytest.raises(ValueError, match=f"config.{path}="):
+            config_rules.check(config, algo)
+    relations = [("sampler", "sigma_min", 1000.0), ("sampler", "s_tmin", 60.0)]
+    if name in _ORDER_BAD:
+        relations.append((None,) + _ORDER_BAD[name])
+    for parent, leaf, value in relations:
+        config = algo.default_config()
+        (config[parent] if parent else config)[leaf] = value
+        with pytest.raises(ValueError, match="must be below|must not exceed"):
+            config_rules.check(config, algo)
+    if name == "flow_matching":                   # a model's own sampler is a valid name
+        config = algo.default_config()
+        config.sampler.name = "euler_t"
+        config_rules.check(config, algo)
 
 
 def test_task_is_a_pytree_of_arrays_that_may_be_traced():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from algorithms.core import config_rules as rules
 from diffusion import data, losses, precond, protocol, schedules
 from diffusion import sde as sde_lib
 
@@ -94,5 +95,9 @@ def sigma_steps(config, num_steps):
 
 MODEL = protocol.Model("ddpm", coefficients, loss, sde, sigma_steps=sigma_steps,
                        alphas_bar=alphas_bar)
+_BETA = rules.in_range(0.0, 1.0, low_open=True, high_open=True)
+CONFIG_RULES = protocol.config_rules(MODEL, {"T": rules.count, "beta_1": _BETA,
+                                             "beta_T": _BETA})
+CONFIG_CHECKS = protocol.CONFIG_CHECKS + (protocol.ordered("beta_1", "beta_T"),)
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)

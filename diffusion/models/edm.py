@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 
+from algorithms.core import config_rules as rules
 from diffusion import data, losses, networks, precond, protocol
 from diffusion import sde as sde_lib
 
@@ -51,5 +52,8 @@ def sde(config):
 
 
 MODEL = protocol.Model("edm", coefficients, loss, sde)
+CONFIG_RULES = protocol.config_rules(MODEL, {"sigma_data": rules.positive,
+                                             "p_mean": rules.finite(), "p_std": rules.positive})
+CONFIG_CHECKS = protocol.CONFIG_CHECKS
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)

@@ -18,6 +18,7 @@ sampler, `euler_t` here, from t = sigma_max / (1 + sigma_max)) equals Euler in s
 """
 from __future__ import annotations
 
+from algorithms.core import config_rules as rules
 from diffusion import data, losses, precond, protocol, samplers, schedules
 from diffusion import sde as sde_lib
 
@@ -64,5 +65,7 @@ def sample_euler_t(key, denoise_fn, shape, num_steps, config):
 
 MODEL = protocol.Model("flow_matching", coefficients, loss, sde,
                        extra_samplers=(("euler_t", sample_euler_t),))
+CONFIG_RULES = protocol.config_rules(MODEL, {"M": rules.count})
+CONFIG_CHECKS = protocol.CONFIG_CHECKS
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 
+from algorithms.core import config_rules as rules
 from diffusion import data, losses, networks, precond, protocol
 from diffusion import sde as sde_lib
 
@@ -55,5 +56,8 @@ def loss(raw_fn, x0, key, config):
 
 
 MODEL = protocol.Model("vp", coefficients, loss, sde)
+CONFIG_RULES = protocol.config_rules(MODEL, {"beta_min": rules.positive,
+                                             "beta_max": rules.positive, "M": rules.count})
+CONFIG_CHECKS = protocol.CONFIG_CHECKS + (protocol.ordered("beta_min", "beta_max"),)
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)
