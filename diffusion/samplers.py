@@ -163,12 +163,13 @@ def scan_with_noise(step: Callable, carry, xs, noise_fn: Callable, num_steps: in
     step). Returns the final carry.
 
     The draws of `chunk` (default `NOISE_CHUNK`) steps are made together, vmapped over i,
-    into a buffer that the step loop carries and refills every `chunk` steps (a `lax.cond`):
-    drawn one per step inside the step loop, each draw is a loop of its own (JAX's threefry on
-    the CPU is a rolled loop) that slows the whole step; drawn in chunks, the draws cost what
-    they cost alone. Memory: `chunk` steps' noise. One scan with one copy of `step`, whatever
-    num_steps. xs are arrays [num_steps, ...] (a pytree); step(carry, (noise_i, xs_i)) ->
-    (carry, None).
+    into a buffer that the step loop carries and refills every `chunk` steps (a `lax.cond`;
+    the last chunk's draws past num_steps are discarded): drawn one per step between the
+    steps' network evaluations, each draw is a small loop of its own (JAX's threefry on the
+    CPU is a rolled loop) that slows the whole step; drawn in chunks, the draws cost about
+    what they cost alone. Memory: `chunk` steps' noise. One scan with one copy of `step`,
+    whatever num_steps. xs are arrays [num_steps, ...] (a pytree); step(carry, (noise_i,
+    xs_i)) -> (carry, None).
     """
     chunk = max(1, min(NOISE_CHUNK if chunk is None else chunk, num_steps))
 
@@ -714,7 +715,8 @@ def sample_pc(key, score_fn: Callable, shape, sde, ts, *, snr: float = 0.16,
         x, _ = carry
         (z_corrector, z), (ti, ca, cb, cc, al) = cf
         tv = noise_levels(ti, x)
-        x = lax.fori_loop(0, n_corrector, lambda j, xx: langevin(j, xx, tv, al, z_corrector), x)
+        for j in range(n_corrector):         # M is small: unrolled, no loop in the step
+            x = langevin(j, x, tv, al, z_corrector)
         x_mean = ca * x + cb * score_fn(x, tv)
         return (x_mean + cc * z, x_mean), None
 
