@@ -59,6 +59,18 @@ def _scalar_fields(params) -> dict[str, Any]:
             if isinstance(getattr(params, f.name), (bool, int, float, str))}
 
 
+def _gymnax_make(name: str):
+    """gymnax.make(name), with a download that fails at construction (bsuite's MNIST bandit
+    fetches MNIST into /tmp/mnist the first time it is built) reported in one line."""
+    try:
+        return gymnax.make(name)
+    except OSError as err:  # urllib's URLError, a refused connection, a full disk
+        raise ValueError(
+            f"environment {name!r} downloads data when it is built, and that failed ({err}); "
+            "build it once on a machine with network access (gymnax keeps the files under "
+            "/tmp/mnist) or choose another environment") from None
+
+
 def env_options(name: str) -> dict[str, Any]:
     """All options of environment `name` with their defaults (constructor + EnvParams)."""
     _check_name(name)
@@ -70,7 +82,7 @@ def env_options(name: str) -> dict[str, Any]:
         ctor = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
                 if k != "self" and k not in fixed and p.default is not inspect.Parameter.empty}
         return {**ctor, **_scalar_fields(cls(**fixed).default_params)}
-    _, params = gymnax.make(name)
+    _, params = _gymnax_make(name)
     return _scalar_fields(params)
 
 
@@ -94,7 +106,7 @@ def make(name: str, **options):
         env = cls(**ctor)
         params = env.default_params
     else:
-        env, params = gymnax.make(name)
+        env, params = _gymnax_make(name)
     param_opts = {k: v for k, v in options.items() if k in _scalar_fields(params)}
     params = params.replace(**param_opts)
     return env, params

@@ -140,3 +140,19 @@ def test_cli_prints_one_error_line_and_no_traceback(args, words, tmp_path):
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_env_whose_construction_download_fails_is_one_line(monkeypatch):
+    """bsuite's MNIST bandit downloads MNIST when built: a failed download (simulated here,
+    whatever the machine's network) is one error naming the env, not a urllib traceback."""
+    import urllib.error
+
+    import envs
+    from gymnax.environments.bsuite import mnist
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(mnist.load_mnist, "load_mnist", no_network)
+    with pytest.raises(ValueError, match="'MNISTBandit-bsuite' downloads data when it is built"):
+        envs.make("MNISTBandit-bsuite")
