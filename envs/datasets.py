@@ -14,8 +14,11 @@ Files. `save_hdf5` writes the six arrays at the file root exactly as D4RL's HDF5
 them, so `h5py`/`d4rl.qlearning_dataset`-style readers read ours, and the metadata as root
 attributes (JSON text for values that are not a bool/int/float/str). `load_hdf5` reads ours and
 D4RL's: D4RL files may lack `next_observations` (derived as `d4rl.qlearning_dataset` does, see
-`_derive_next_observations`) and `timeouts` (then all False), and carry a `metadata/` group
-(its small entries are kept under metadata["d4rl_metadata"]).
+`_qlearning_transitions`) and `timeouts` (v0 files: episodes cut at the env's time limit, as
+d4rl does), store per-step scalars as [N, 1], and carry a `metadata/` group (its small entries
+are kept under metadata["d4rl_metadata"]). A file named like a D4RL dataset
+("hopper-medium-v2.hdf5", "hopper_medium-v2.hdf5") gets D4RL's published reference returns and
+evaluation env (`envs.d4rl_reference`) unless it stores its own.
 
 Sets. The five kinds of one prefix are generated together and share their reference returns.
 `save_set` writes them as one set (staged in a hidden folder, then renamed into place; every
@@ -24,12 +27,13 @@ one with a missing, damaged or mixed file (files without a SET_ID count as one s
 seed, code version and reference returns agree), and `clean_temporaries` removes what killed
 writers left in the cache.
 
-Minari (Farama Foundation, https://minari.farama.org) datasets are read with h5py only, from
-the on-disk layout of Minari's HDF5 storage: <root>/<dataset id>/data/main_data.hdf5 with one
-group `episode_<i>` per episode holding observations [T+1, ...] (the final observation
-included), actions [T, ...], rewards [T], terminations [T], truncations [T], and the dataset
-metadata in <root>/<dataset id>/data/metadata.json (D4RL ports store `ref_min_score` and
-`ref_max_score` there).
+Minari (Farama Foundation, https://minari.farama.org) datasets in HDF5 storage are read with
+h5py only, from its on-disk layout: <root>/<dataset id>/data/main_data.hdf5 with one group
+`episode_<i>` per episode holding observations [T+1, ...] (the final observation included),
+actions [T, ...], rewards [T], terminations [T], truncations [T], and the dataset metadata in
+<root>/<dataset id>/data/metadata.json (`data_format`, `env_spec` / `eval_env_spec`, and in
+D4RL ports `ref_min_score` / `ref_max_score`). Arrow and Parquet storage (one folder per
+episode) are read through minari's own storage classes: the optional minari extra.
 
 Normalized score (D4RL Sec. 5): 100 (R - ref_min_score) / (ref_max_score - ref_min_score) with
 ref_min_score the mean return of the uniformly random policy and ref_max_score that of the
@@ -321,14 +325,18 @@ def _open_hdf5(path: pathlib.Path):
         raise DatasetError(f"{path}: not an HDF5 file (or unreadable): {e}") from e
 
 
-def load_hdf5(path) -> Dataset:
+def load_hdf5(path, max_episode_steps: int | None = None) -> Dataset:
     """Dataset from an HDF5 file written by `save_hdf5` or in the D4RL layout.
 
-    D4RL files: a missing `timeouts` becomes all False; a missing `next_observations` is derived
-    as d4rl.qlearning_dataset does (see `_derive_next_observations`; metadata["derived"] lists
-    what was filled in); a `metadata/` group's scalar entries go to metadata["d4rl_metadata"];
-    without a "name" attribute the name is the file's stem. Raises DatasetError naming the
-    file, the key and the problem.
+    D4RL files: `rewards` / `terminals` / `timeouts` stored as [N, 1] are squeezed to [N] (as
+    d4rl's get_dataset does); a missing `next_observations` is derived as
+    d4rl.qlearning_dataset does (see `_qlearning_transitions`), and in a file without
+    `timeouts` (D4RL v0) episodes are also cut every `max_episode_steps` steps as that function
+    does (default: the D4RL table's limit for the file's name, `envs.d4rl_reference`);
+    metadata["derived"] lists what was filled in. A file that is not ours gets the name of its
+    stem, and for a D4RL dataset name (`envs.d4rl_reference.lookup`) the published reference
+    returns and evaluation env where it stores none. A `metadata/` group's scalar entries go to
+    metadata["d4rl_metadata"]. Raises DatasetError naming the file, the key and the problem.
     """
     path = pathlib.Path(path).expanduser()
     source = str(path)
@@ -344,23 +352,67 @@ def load_hdf5(path) -> Dataset:
             if key in f:
                 if not isinstance(f[key], h5py.Dataset):
                     raise DatasetError(f"{source}: key {key!r} is a group, expected an array")
-                raw[key] = f[key][()]
+                value = f[key][()]
+                raw[key] = _squeeze_column(value) if _SPEC[key][0] == 1 else value
         metadata = _read_attrs(f, source)
         if "metadata" in f and isinstance(f["metadata"], h5py.Group):
             metadata["d4rl_metadata"] = _small_entries(f["metadata"])
-    metadata.setdefault("name", path.stem)
+    metadata = _with_d4rl_reference(metadata, path)
     derived = []
-    if "timeouts" not in raw:
+    if "next_observations" not in raw:
+        if "timeouts" not in raw:
+            steps = max_episode_steps or metadata.get("max_episode_steps")
+            if not steps:
+                raise DatasetError(
+                    f"{source}: no 'timeouts' and no 'next_observations' (a D4RL v0 file): its "
+                    "episodes are cut at the environment's time limit, as "
+                    "d4rl.qlearning_dataset does, and the file's name is not a D4RL dataset "
+                    "name with a known limit; name the env it was recorded in with "
+                    "--config.eval_env=ENV (its time limit cuts the episodes; load_hdf5: "
+                    "max_episode_steps) or add a 'timeouts' array to the file")
+            metadata["max_episode_steps"] = int(steps)
+            derived.append("timeouts")
+        # Validate what the derivation reads, so its errors name the file's real problem.
+        probe = dict(raw, next_observations=raw["observations"],
+                     timeouts=raw.get("timeouts", np.zeros(np.shape(raw["terminals"])[:1])))
+        validate(probe, source)
+        raw = _qlearning_transitions(raw, metadata.get("max_episode_steps"))
+        derived.append("next_observations")
+    elif "timeouts" not in raw:
         raw["timeouts"] = np.zeros(np.shape(raw["terminals"])[:1], bool)
         derived.append("timeouts")
-    if "next_observations" not in raw:
-        # Validate what the derivation reads, so its errors name the file's real problem.
-        probe = dict(raw, next_observations=raw["observations"])
-        raw = _derive_next_observations(validate(probe, source))
-        derived.append("next_observations")
     if derived:
         metadata["derived"] = derived
     return Dataset(validate(raw, source), metadata)
+
+
+def _squeeze_column(value: np.ndarray) -> np.ndarray:
+    """[N, 1] -> [N] (per-step scalars some converted files store as columns)."""
+    return value[:, 0] if value.ndim == 2 and value.shape[1] == 1 else value
+
+
+def _with_d4rl_reference(metadata: dict, path: pathlib.Path) -> dict:
+    """metadata with a name (the file's stem) and, for a D4RL dataset name, the published
+    reference returns, evaluation env and episode limit where the file has none."""
+    from envs import d4rl_reference
+
+    metadata = dict(metadata)
+    metadata.setdefault("name", path.stem)
+    if metadata.get(SET_ID) is not None or "code_version" in metadata:
+        return metadata  # written by our generator: its metadata is complete
+    ref = d4rl_reference.lookup(path.name)
+    if ref is None:
+        return metadata
+    metadata["d4rl_name"] = ref.name
+    if metadata.get("ref_min_score") is None and metadata.get("ref_max_score") is None:
+        metadata["ref_min_score"], metadata["ref_max_score"] = (ref.ref_min_score,
+                                                                ref.ref_max_score)
+        metadata["reference_source"] = "d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE"
+    if ref.env and not metadata.get("env"):
+        metadata["env"] = ref.env
+    if ref.max_episode_steps and not metadata.get("max_episode_steps"):
+        metadata["max_episode_steps"] = ref.max_episode_steps
+    return metadata
 
 
 def _small_entries(group) -> dict[str, Any]:
@@ -376,20 +428,47 @@ def _small_entries(group) -> dict[str, Any]:
     return out
 
 
-def _derive_next_observations(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def qlearning_episode_ends(terminals, timeouts=None, max_episode_steps: int | None = None):
+    """bool [N]: the rows d4rl.qlearning_dataset treats as an episode's final timestep.
+
+    With `timeouts` (D4RL v1/v2) those are the timeout rows. Without them (v0) d4rl counts
+    steps: a counter starts at 0, a row is final when the counter equals max_episode_steps - 1
+    (the counter then restarts at 0 and the row is dropped); every kept row adds 1, and a
+    terminal row first resets the counter to 0, so the step after a termination counts 1
+    (the d4rl code's order, kept so that the same rows survive).
+    """
+    if timeouts is not None:
+        return np.asarray(timeouts, bool).copy()
+    terminals = np.asarray(terminals, bool)
+    final = np.zeros(terminals.shape[0], bool)
+    last = int(max_episode_steps) - 1
+    count = 0
+    for i in range(terminals.shape[0] - 1):
+        if count == last:
+            final[i] = True
+            count = 0
+            continue
+        if terminals[i]:
+            count = 0
+        count += 1
+    return final
+
+
+def _qlearning_transitions(arrays: Mapping[str, np.ndarray],
+                           max_episode_steps: int | None) -> dict[str, np.ndarray]:
     """Transitions (s_i, a_i, r_i, s_{i+1}) from a flat D4RL array set without next states.
 
     The rows d4rl.qlearning_dataset keeps (terminate_on_end=False; Fu et al. 2020 code): row i
-    pairs observations[i] with observations[i + 1]; rows with timeouts[i] (the truncated
-    episode's true next observation is not stored) and the last row are dropped. Terminal rows
-    are kept; their next observation (the next episode's first) is masked by the terminal.
-    Unlike d4rl, episode ends survive: a kept row followed by a dropped one that is not
-    already an end gets timeouts=True, so `episode_returns` still splits episodes.
+    pairs observations[i] with observations[i + 1]; final timesteps (`qlearning_episode_ends`:
+    timeouts, or the step counter of a file without them) and the last row are dropped.
+    Terminal rows are kept; their next observation (the next episode's first) is masked by the
+    terminal. Unlike d4rl, episode ends survive: a kept row followed by a dropped one that is
+    not already an end gets timeouts=True, so `episode_returns` still splits episodes.
     """
     n = arrays["observations"].shape[0]
-    keep = ~np.asarray(arrays["timeouts"], bool)
-    keep[n - 1] = False
     terminals = np.asarray(arrays["terminals"], bool)
+    keep = ~qlearning_episode_ends(terminals, arrays.get("timeouts"), max_episode_steps)
+    keep[n - 1] = False
     before_dropped = np.zeros(n, bool)
     before_dropped[:-1] = ~keep[1:]
     obs = arrays["observations"]
@@ -585,76 +664,122 @@ def _minari_data_dir(dataset_id_or_path, root) -> pathlib.Path:
                         or "~/.minari/datasets").expanduser()
     candidates.append(base / str(dataset_id_or_path) / "data")
     for c in candidates:
-        if (c / "main_data.hdf5").is_file():
+        if (c / "main_data.hdf5").is_file() or (c / "metadata.json").is_file():
             return c
-    raise DatasetError(f"Minari dataset {str(dataset_id_or_path)!r} not found: no main_data.hdf5 "
-                       f"in {', '.join(str(c) for c in candidates)} (root: the `root` argument, "
-                       "else $MINARI_DATASETS_PATH, else ~/.minari/datasets; nothing is "
-                       "downloaded at run time: fetch it first, e.g. `minari download <id>`)")
+    raise DatasetError(f"Minari dataset {str(dataset_id_or_path)!r} not found: no "
+                       f"main_data.hdf5 or metadata.json in {', '.join(str(c) for c in candidates)}"
+                       " (root: the `root` argument, else $MINARI_DATASETS_PATH, else "
+                       "~/.minari/datasets; nothing is downloaded at run time: fetch it first, "
+                       "e.g. `minari download <id>`)")
 
 
-def load_minari(dataset_id_or_path, root=None) -> Dataset:
-    """Dataset from a Minari dataset on disk (HDF5 storage), read with h5py only.
+MINARI_INSTALL = "pip install -e '.[minari]' (minari with pyarrow)"
 
-    `dataset_id_or_path`: a dataset id (e.g. "D4RL/pen/human-v2") under `root`, else
-    $MINARI_DATASETS_PATH, else ~/.minari/datasets; or the dataset's directory, its data/
-    directory or its main_data.hdf5. Per episode: observations[:-1] -> observations,
-    observations[1:] -> next_observations, terminations -> terminals, truncations (and not
-    terminations) -> timeouts. Only array (Box) observations and actions are supported.
-    metadata: name "minari:<id>", the reference scores of metadata.json when present, its
-    environment id as "minari_env_id" and as "env" when gymnax has an env of that id.
-    """
+
+def _minari_hdf5_episodes(file: pathlib.Path):
+    """(label, {observations, actions, rewards, terminations, truncations}) per episode of a
+    Minari HDF5 file, in episode order, read with h5py."""
     import h5py
 
-    data_dir = _minari_data_dir(dataset_id_or_path, root)
-    file = data_dir / "main_data.hdf5"
     source = str(file)
-    info = {}
-    if (data_dir / "metadata.json").is_file():
-        try:
-            info = json.loads((data_dir / "metadata.json").read_text())
-        except ValueError as e:
-            raise DatasetError(f"{data_dir / 'metadata.json'}: not valid JSON: {e}") from e
-    parts = {k: [] for k in KEYS}
     with _open_hdf5(file) as f:
         names = [k for k in f.keys() if k.startswith("episode_") and k[8:].isdigit()]
         if not names:
             raise DatasetError(f"{source}: no episode_<i> groups (not a Minari dataset)")
         for ep_name in sorted(names, key=lambda k: int(k[8:])):
             ep = f[ep_name]
-            for key in ("observations", "actions", "rewards", "terminations", "truncations"):
+            for key in _MINARI_KEYS:
                 if key not in ep:
                     raise DatasetError(f"{source}: {ep_name} has no key {key!r}")
                 if not isinstance(ep[key], h5py.Dataset):
                     raise DatasetError(f"{source}: {ep_name}/{key} is a group (a Dict or Tuple "
                                        "space); only array observations and actions are "
                                        "supported")
-            obs = ep["observations"][()]
-            steps = ep["actions"].shape[0]
-            for key in ("rewards", "terminations", "truncations"):
-                if ep[key].shape[:1] != (steps,):
-                    raise DatasetError(f"{source}: {ep_name}/{key} has shape {ep[key].shape}, "
-                                       f"expected {steps} rows like {ep_name}/actions")
-            if obs.shape[:1] != (steps + 1,):
-                raise DatasetError(f"{source}: {ep_name}/observations has shape {obs.shape}, "
-                                   f"expected {steps + 1} rows ({ep_name}/actions + 1)")
-            terminations = ep["terminations"][()].astype(bool)
-            parts["observations"].append(obs[:-1])
-            parts["next_observations"].append(obs[1:])
-            parts["actions"].append(ep["actions"][()])
-            parts["rewards"].append(ep["rewards"][()])
-            parts["terminals"].append(terminations)
-            parts["timeouts"].append(ep["truncations"][()].astype(bool) & ~terminations)
+            yield ep_name, {key: ep[key][()] for key in _MINARI_KEYS}
+
+
+def _minari_storage_episodes(data_dir: pathlib.Path, data_format: str):
+    """The same per episode, for Arrow / Parquet storage, through minari's storage class."""
+    try:
+        from minari.dataset.minari_storage import MinariStorage
+        storage = MinariStorage.read(data_dir)
+    except ImportError as e:
+        raise ImportError(f"{data_dir}: a Minari dataset in {data_format} storage is read "
+                          f"through minari and pyarrow ({e.name or e} is not installed): "
+                          f"{MINARI_INSTALL}") from None
+    except (ValueError, KeyError, AssertionError) as e:
+        raise DatasetError(f"{data_dir}: not a readable Minari dataset: {e}") from e
+    for i, ep in enumerate(storage.get_episodes(range(storage.total_episodes))):
+        for key in _MINARI_KEYS:
+            if not isinstance(ep[key], np.ndarray):
+                raise DatasetError(f"{data_dir}: episode {i} {key!r} is not an array (a Dict or "
+                                   "Tuple space); only array observations and actions are "
+                                   "supported")
+        yield f"episode {i}", {key: ep[key] for key in _MINARI_KEYS}
+
+
+_MINARI_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+def load_minari(dataset_id_or_path, root=None) -> Dataset:
+    """Dataset from a Minari dataset on disk (HDF5 storage read with h5py; Arrow / Parquet
+    through minari, the optional minari extra).
+
+    `dataset_id_or_path`: a dataset id (e.g. "D4RL/pen/human-v2") under `root`, else
+    $MINARI_DATASETS_PATH, else ~/.minari/datasets; or the dataset's directory, its data/
+    directory or its main_data.hdf5. Per episode: observations[:-1] -> observations,
+    observations[1:] -> next_observations, terminations -> terminals, truncations (and not
+    terminations) -> timeouts. Only array (Box) observations and actions are supported.
+    metadata: name "minari:<id>", the reference scores of metadata.json when present, the
+    environment of its eval_env_spec (else env_spec) as "minari_env_id" and as "env": the gymnax
+    id when gymnax has it, else "gymnasium:<id>" (`envs.gymnasium_env`).
+    """
+    data_dir = _minari_data_dir(dataset_id_or_path, root)
+    info = {}
+    if (data_dir / "metadata.json").is_file():
+        try:
+            info = json.loads((data_dir / "metadata.json").read_text())
+        except ValueError as e:
+            raise DatasetError(f"{data_dir / 'metadata.json'}: not valid JSON: {e}") from e
+    data_format = info.get("data_format", "hdf5")
+    if data_format == "hdf5":
+        source = str(data_dir / "main_data.hdf5")
+        episodes_iter = _minari_hdf5_episodes(data_dir / "main_data.hdf5")
+    else:
+        source = str(data_dir)
+        episodes_iter = _minari_storage_episodes(data_dir, data_format)
+    parts = {k: [] for k in KEYS}
+    num_episodes = 0
+    for label, ep in episodes_iter:
+        obs = np.asarray(ep["observations"])
+        steps = np.shape(ep["actions"])[0]
+        for key in ("rewards", "terminations", "truncations"):
+            ep[key] = _squeeze_column(np.asarray(ep[key]))
+            if ep[key].shape[:1] != (steps,):
+                raise DatasetError(f"{source}: {label}/{key} has shape {ep[key].shape}, "
+                                   f"expected {steps} rows like {label}/actions")
+        if obs.shape[:1] != (steps + 1,):
+            raise DatasetError(f"{source}: {label}/observations has shape {obs.shape}, "
+                               f"expected {steps + 1} rows ({label}/actions + 1)")
+        terminations = ep["terminations"].astype(bool)
+        parts["observations"].append(obs[:-1])
+        parts["next_observations"].append(obs[1:])
+        parts["actions"].append(np.asarray(ep["actions"]))
+        parts["rewards"].append(ep["rewards"])
+        parts["terminals"].append(terminations)
+        parts["timeouts"].append(ep["truncations"].astype(bool) & ~terminations)
+        num_episodes += 1
+    if not num_episodes:
+        raise DatasetError(f"{source}: the Minari dataset has no episodes")
     arrays = validate({k: np.concatenate(v) for k, v in parts.items()}, source)
     dataset_id = info.get("dataset_id", str(dataset_id_or_path))
-    metadata = {"name": f"minari:{dataset_id}", "source": source, "num_episodes": len(names)}
+    metadata = {"name": f"minari:{dataset_id}", "source": source, "num_episodes": num_episodes}
     env_id = _minari_env_id(info)
     if env_id:
         metadata["minari_env_id"] = env_id
-        if _is_gymnax_env(env_id):
-            metadata["env"] = env_id
+        metadata["env"] = env_id if _is_gymnax_env(env_id) else f"gymnasium:{env_id}"
     for key in ("ref_min_score", "ref_max_score", "algorithm_name", "author",
-                "total_steps", "total_episodes"):
+                "total_steps", "total_episodes", "data_format"):
         if info.get(key) is not None:
             metadata[key] = info[key]
     returns = episode_returns(arrays)
@@ -664,13 +789,17 @@ def load_minari(dataset_id_or_path, root=None) -> Dataset:
 
 
 def _minari_env_id(info: Mapping[str, Any]):
-    spec = info.get("env_spec")
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except ValueError:
-            return None
-    return spec.get("id") if isinstance(spec, dict) else None
+    """The id of the dataset's evaluation env spec, else of the env it was collected in."""
+    for key in ("eval_env_spec", "env_spec"):
+        spec = info.get(key)
+        if isinstance(spec, str):
+            try:
+                spec = json.loads(spec)
+            except ValueError:
+                continue
+        if isinstance(spec, dict) and spec.get("id"):
+            return spec["id"]
+    return None
 
 
 def _is_gymnax_env(env_id: str) -> bool:
@@ -702,10 +831,15 @@ def _resolve(name_or_path) -> tuple[str, Any]:
                        "file or 'minari:<dataset id>'")
 
 
-def load(name_or_path) -> Dataset:
-    """A registered name (from the cache), a path to an .hdf5/.h5 file, or "minari:<id>"."""
+def load(name_or_path, max_episode_steps: int | None = None) -> Dataset:
+    """A registered name (from the cache), a path to an .hdf5/.h5 file, or "minari:<id>".
+
+    max_episode_steps: the time limit that cuts the episodes of a D4RL v0 file (no timeouts),
+    see `load_hdf5`."""
     kind, where = _resolve(name_or_path)
-    return load_minari(where) if kind == "minari" else load_hdf5(where)
+    if kind == "minari":
+        return load_minari(where)
+    return load_hdf5(where, max_episode_steps=max_episode_steps)
 
 
 def load_metadata(name_or_path) -> dict[str, Any]:
@@ -715,8 +849,7 @@ def load_metadata(name_or_path) -> dict[str, Any]:
         return load_minari(where).metadata
     with _open_hdf5(pathlib.Path(where)) as f:
         metadata = _read_attrs(f, str(where))
-    metadata.setdefault("name", pathlib.Path(where).stem)
-    return metadata
+    return _with_d4rl_reference(metadata, pathlib.Path(where))
 
 
 def normalized_score(returns, dataset):

@@ -184,8 +184,8 @@ def test_validate_message_format():
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("actions"), r"missing key\(s\) \['actions'\]"),
     (lambda a: a.update(terminals=a["terminals"][:-2]), "key 'terminals' has 10 rows, expected 12"),
-    (lambda a: a.update(rewards=a["rewards"][:, None]),
-     r"key 'rewards' has shape \(12, 1\) \(rank 2\), expected rank 1"),
+    (lambda a: a.update(rewards=np.stack([a["rewards"]] * 2, axis=1)),
+     r"key 'rewards' has shape \(12, 2\) \(rank 2\), expected rank 1"),
     (lambda a: a.update(observations=a["observations"][:, 0]),
      "key 'observations' .* expected rank 2"),
     (lambda a: a.update(next_observations=a["next_observations"][:, :2]),
@@ -275,8 +275,13 @@ def test_d4rl_file_without_next_observations_or_timeouts(tmp_path):
     np.testing.assert_array_equal(loaded.arrays["rewards"], [1, 2, 3, 4])
     np.testing.assert_array_equal(loaded.arrays["terminals"], [False, True, False, False])
     np.testing.assert_array_equal(loaded.arrays["timeouts"], [False, False, False, True])
+    # the D4RL name brings d4rl/infos.py's hopper reference returns and the 1000-step limit
     assert loaded.metadata == {"name": "hopper-medium-v2", "d4rl_metadata": {"algorithm": "SAC"},
-                               "derived": ["timeouts", "next_observations"]}
+                               "derived": ["timeouts", "next_observations"],
+                               "d4rl_name": "hopper-medium-v2", "env": "gymnasium:Hopper-v5",
+                               "ref_min_score": -20.272305, "ref_max_score": 3234.3,
+                               "reference_source": "d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE",
+                               "max_episode_steps": 1000}
     np.testing.assert_array_equal(ds.episode_returns(loaded), [3.0, 7.0])
 
 

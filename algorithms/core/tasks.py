@@ -8,6 +8,10 @@ An RL algorithm trained on an environment declares `TASK_FLAG = "env"` and build
 `config.env` holds the environment's options (`envs.env_options(name)`, which `launch.run`
 exposes as `--config.env.<option>`); `requires` names capabilities the algorithm needs, checked
 here with an error that names environments that have them.
+
+`make_env(name, **options)` is `envs.make` widened to gymnasium's MuJoCo envs: a name
+"gymnasium:<id>" (e.g. "gymnasium:Hopper-v5", the optional mujoco extra) builds
+`envs.gymnasium_env.GymnasiumEnv`, a gymnax-interface env simulated on the host.
 """
 from __future__ import annotations
 
@@ -58,10 +62,29 @@ def check_env_options(name: str, options: dict) -> None:
                              f"be {allowed}")
 
 
+def make_env(name: str, **options):
+    """(env, params): `envs.make(name, **options)`, or for "gymnasium:<id>"
+    `envs.gymnasium_env.make` (ImportError naming the extra when it is not installed)."""
+    from envs import gymnasium_env
+
+    if gymnasium_env.is_gymnasium_name(name):
+        return gymnasium_env.make(name, **options)
+    return envs.make(name, **options)
+
+
+def env_options(name: str) -> dict:
+    """The options `make_env` accepts for `name`, with their defaults."""
+    from envs import gymnasium_env
+
+    if gymnasium_env.is_gymnasium_name(name):
+        return gymnasium_env.env_options(name)
+    return envs.env_options(name)
+
+
 def env_task(name: str, config, requires=()) -> envs.Task:
     """`envs.Task(env, params)` for environment `name` with the options in `config.env`."""
     options = dict(config.env) if "env" in config else {}
     check_env_options(name, options)
-    env, params = envs.make(name, **options)
+    env, params = make_env(name, **options)
     check_requirements(name, env, params, requires)
     return envs.Task(env, params)
