@@ -21,6 +21,7 @@ from envs.brax_envs import BRAX_ENVS, BraxEnv
 from envs import mdp
 from envs.gridworld import GridWorld
 from envs.tabular import TabularMDP
+from envs.two_mode_bandit import TwoModeBandit
 
 class Task(NamedTuple):
     """What an RL algorithm trains on: an environment and its params (closed over, shared)."""
@@ -33,6 +34,7 @@ _OWN_ENVS: dict[str, tuple[type, dict[str, Any]]] = {
     "gridworld": (GridWorld, {}),
     "gridworld-walls": (GridWorld, {"walls": True}),
     "gridworld-episodic": (GridWorld, {"terminal_target": True}),
+    "two-mode-bandit": (TwoModeBandit, {}),  # offline multimodal-policy test bed
     # optional extra: brax locomotion (brax is imported only when one is built)
     **{name: (BraxEnv, {"env_name": brax_name}) for name, brax_name in BRAX_ENVS.items()},
 }

@@ -48,6 +48,12 @@ Optional members (defaults in `OPTIONAL`):
         Files a family writes after training besides the runner's logs (value and policy
         grids, sampler tables, pictures); `state` has the leading seed axis. Returns the
         file names written.
+    step_counts(config, updates) -> dict[str, int]
+        The step axes after `updates` updates, per seed: "env_steps" (environment transitions,
+        online RL) and/or "grad_steps" (gradient steps, offline RL and diffusion). Every logged
+        row (metrics.csv, eval.csv, TensorBoard, wandb, the PNG curves) carries them beside
+        "wall_time". Host-side Python; families bind one of `algorithms.core.steps`' functions.
+        Without it, rows carry the update count and wall_time only.
 """
 from __future__ import annotations
 
@@ -72,7 +78,8 @@ _ORDER = ["policy_evaluation", "value_iteration", "policy_iteration", "truncated
 
 REQUIRED = ("default_config", "init", "update", "evaluate", "make_task", "TASK_FLAG",
             "DEFAULT_TASK", "PRIMARY_METRIC")
-OPTIONAL = {"SWEEPABLE": (), "act": None, "sample": None, "artifacts": None}
+OPTIONAL = {"SWEEPABLE": (), "act": None, "sample": None, "artifacts": None,
+            "step_counts": None}
 TASK_FLAGS = ("env", "dataset", None)
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,9 +7,13 @@ Examples:
   python -m launch.run --algo=q_learning --num_seeds=8
   python -m launch.run --algo=value_iteration --config.gamma=0.5 --config.env.r_forbidden=-10
   python -m launch.run --algo=sarsa --config.env.layout='..T/.#./...' --config.env.slip_prob=0.1
+  python -m launch.run --flagfile=ppo_cartpole.flags    # --algo=ppo, --env=... inside the file
+  python -m launch.run --algo=ppo --config=my_ppo.py:fast --config.lr=1e-3
 
 Every field of the algorithm's `default_config()` is a flag `--config.<field>` (typos and
 wrong types are rejected), and the environment's options are `--config.env.<option>`.
+`--config=file.py[:arg]` puts the fields that the file's `get_config([arg])` sets on top of the
+defaults first (launch/cli.py); flagfiles may hold any flag, --algo and --env included.
 Nothing here knows an algorithm family: the module's protocol members (launch/registry.py)
 say which flag names its task (TASK_FLAG), build the task (make_task), pick the metric shown
 first (PRIMARY_METRIC) and write its own outputs after training (artifacts).
@@ -27,25 +31,16 @@ import sys
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-import envs
-from launch import registry
+from launch import cli, registry
 
 DEFAULT_ALGO = "iql"
-
-
-def _flag_value(argv: list[str], name: str) -> str | None:
-    """The value of --name=V / --name V in argv before absl parses it (it shapes --config)."""
-    for i, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
 
 
 def build_config(algo_name: str, task_name: str | None) -> ConfigDict:
     """The algorithm's default config plus `env`: the options of the environment it is
     trained in (empty unless the algorithm's TASK_FLAG is "env")."""
+    import envs  # here, not at the top: gymnax starts a JAX backend when imported, and a
+    #              multi-process run must connect its processes before that
     algo = registry.get(algo_name)
     config = algo.default_config()
     options = envs.env_options(task_name) if algo.TASK_FLAG == "env" and task_name else {}
@@ -54,12 +49,12 @@ def build_config(algo_name: str, task_name: str | None) -> ConfigDict:
     return config
 
 
-def _default_config_for_flags(argv: list[str]) -> ConfigDict:
-    algo_name = _flag_value(argv, "algo") or DEFAULT_ALGO
+def _default_config_for_flags(args: list[str]) -> ConfigDict:
+    algo_name = cli.flag_value(args, "algo") or DEFAULT_ALGO
     if algo_name not in registry.ALGORITHMS:
         return ConfigDict()  # absl's enum check reports the unknown name and the choices
     algo = registry.get(algo_name)
-    task_name = (_flag_value(argv, algo.TASK_FLAG) if algo.TASK_FLAG else None) \
+    task_name = (cli.flag_value(args, algo.TASK_FLAG) if algo.TASK_FLAG else None) \
         or algo.DEFAULT_TASK
     try:
         return build_config(algo_name, task_name)
@@ -99,9 +94,43 @@ def _fail(message: str):
     sys.exit(2)
 
 
-_DEFAULT_CONFIG = _default_config_for_flags(sys.argv)
+def _start_distributed(args: list[str]) -> None:
+    """Joins a multi-process run when --coordinator / --num_processes / --process_id (or
+    --distributed, for a cluster scheduler's environment) are given."""
+    values = [cli.flag_value(args, name) for name in ("coordinator", "num_processes", "process_id")]
+    cluster = cli.flag_value(args, "distributed") not in (None, "false", "False", "0") \
+        or "--distributed" in args
+    if not any(values) and not cluster:
+        return
+    from launch import distributed
+    try:
+        coordinator, processes, index = values
+        distributed.initialize(coordinator, None if processes is None else int(processes),
+                               None if index is None else int(index))
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _prepare(argv: list[str]) -> tuple[list[str], ConfigDict]:
+    """(the argv absl parses: flagfiles expanded, `--config=FILE` taken out; the default of
+    `--config`: the algorithm's defaults with the config file's fields on top)."""
+    try:
+        args = cli.expand_flagfiles(argv[1:])
+        _start_distributed(args)  # before anything below touches a JAX backend
+        spec, args = cli.split_config_file(args)
+        config = _default_config_for_flags(args)
+        if spec and len(config):  # an empty config: absl reports the unknown --algo
+            config = cli.apply_config_file(config, cli.load_config_file(spec), spec)
+    except cli.CliError as e:
+        _fail(str(e))
+    return [argv[0], *args], config
+
+
 if __name__ == "__main__":
-    _check_config_keys(sys.argv, _DEFAULT_CONFIG)  # before config_flags parses the overrides
+    _ARGV, _DEFAULT_CONFIG = _prepare(sys.argv)
+    _check_config_keys(_ARGV, _DEFAULT_CONFIG)  # before config_flags parses the overrides
+else:
+    _ARGV, _DEFAULT_CONFIG = sys.argv, _default_config_for_flags([])
 
 flags.DEFINE_enum("algo", DEFAULT_ALGO, registry.names(),
                   "Algorithm to train. One of: " + ", ".join(registry.names()))
@@ -122,11 +151,30 @@ flags.DEFINE_boolean("artifacts", True, "After training, write the algorithm's o
                      "sampler at NFE 10/35/100 into a sliced-Wasserstein table and a picture).")
 flags.DEFINE_boolean("extend", False, "Continue a finished run in --workdir to a larger "
                      "--config.num_updates (without it, a changed num_updates is refused).")
+flags.DEFINE_string("compilation_cache", None, "Folder of JAX's persistent compilation cache, "
+                    "so a rerun loads its compiled programs (default: "
+                    "$JAXRL_COMPILATION_CACHE_DIR, else jax_compilation_cache/ beside the "
+                    "datasets cache); 'none' turns it off.")
+flags.DEFINE_string("wandb_project", None, "Also log to Weights & Biases, in this project "
+                    "(the optional extra: pip install -e '.[wandb]').")
+flags.DEFINE_string("wandb_entity", None, "wandb entity (user or team); default: yours.")
+flags.DEFINE_enum("wandb_mode", "online", ["online", "offline", "disabled"],
+                  "wandb mode; offline writes under the workdir's wandb/ for `wandb sync`.")
 flags.DEFINE_string("sweep", None, "Numeric hyperparameters trained side by side in one vmapped "
                     "program, e.g. 'lr=3e-4,1e-3;clip_eps=0.1,0.2' (the algorithm's SWEEPABLE).")
-_CONFIG = config_flags.DEFINE_config_dict("config", _DEFAULT_CONFIG,
-                                          "Hyperparameters; see the algorithm's default_config.",
-                                          lock_config=True)
+flags.DEFINE_string("coordinator", None, "Multi-process runs: host:port of process 0 (with "
+                    "--num_processes and --process_id); every process runs the same command.")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes share the "
+                     "seeds (one per host or accelerator).")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 to "
+                     "num_processes - 1; process 0 writes the logs and reports.")
+flags.DEFINE_boolean("distributed", False, "Multi-process runs on a cluster: read the process "
+                     "layout from the scheduler's environment (SLURM, Open MPI, Cloud TPU).")
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config", _DEFAULT_CONFIG, "Hyperparameters: the algorithm's default_config; "
+    "--config=path/to/file.py[:arg] layers the fields that the file's get_config([arg]) sets "
+    "on top of them, and --config.<field>=value flags apply after that.", lock_config=True,
+    sys_argv=_ARGV)  # the expanded flags: overrides may come from a flagfile
 FLAGS = flags.FLAGS
 
 
@@ -171,6 +219,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from launch import compilation_cache
+    try:  # before anything is compiled
+        compilation_cache.enable(FLAGS.compilation_cache)
+    except ValueError as e:
+        _fail(str(e))
     from launch import runner  # after flag parsing: imports jax
     from algorithms.core import config_rules
     from launch import workdir as workdir_lib
@@ -194,6 +247,7 @@ def main(argv):
         # Checked before a dataset is generated or anything is compiled or written:
         config_rules.check(config, algo)
         workdir_lib.check_usable(workdir)
+        loggers = _wandb_loggers(algo_name, label, config, sweep, workdir)
         task = algo.make_task(task_name, config)
     except (ValueError, ImportError, FileNotFoundError) as e:  # ImportError: a missing extra
         _fail(str(e))
@@ -204,7 +258,8 @@ def main(argv):
         result = runner.train(algo, config, task, num_seeds=FLAGS.num_seeds, seed=FLAGS.seed,
                               workdir=workdir, progress=FLAGS.progress,
                               run_info={"algo": algo_name, "env": label}, sweep=sweep,
-                              artifacts=FLAGS.artifacts, extend=FLAGS.extend)
+                              artifacts=FLAGS.artifacts, extend=FLAGS.extend,
+                              loggers=loggers, check_memory_first=True)
     except (runner.NonFiniteError, runner.Interrupted) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 130 if isinstance(e, runner.Interrupted) else 1
@@ -226,8 +281,23 @@ def main(argv):
     return 0
 
 
+def _wandb_loggers(algo_name, label, config, sweep, workdir) -> list:
+    """[WandbLogger] when --wandb_project is given (ImportError naming the extra when wandb is
+    not installed), else []."""
+    if not FLAGS.wandb_project:
+        return []
+    from launch import wandb_log
+    from launch.runner import config_to_dict
+    run_config = {"algo": algo_name, "env": label, "num_seeds": FLAGS.num_seeds,
+                  "seed": FLAGS.seed, "config": config_to_dict(config), "sweep": sweep,
+                  "workdir": os.path.abspath(workdir)}
+    return [wandb_log.WandbLogger(project=FLAGS.wandb_project, entity=FLAGS.wandb_entity,
+                                  mode=FLAGS.wandb_mode, run_config=run_config, workdir=workdir,
+                                  name=os.path.basename(os.path.normpath(workdir)))]
+
+
 def run():
-    app.run(main)
+    app.run(main, argv=_ARGV)
 
 
 if __name__ == "__main__":

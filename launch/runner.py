@@ -4,7 +4,8 @@
     programs = build_programs(algo, config, task, num_seeds)
     state = programs.init(keys)
     loop on the host:   state, metrics = programs.chunk(log_every)(state)
-                        -> non-finite guard, CSV/TensorBoard rows, progress bar,
+                        -> non-finite guard, CSV/TensorBoard rows (with the step axes
+                           env_steps / grad_steps / wall_time), progress bar,
                            programs.evaluate every `eval_every` updates, orbax checkpoint
     after the last update: summary.json, learning curves, the algorithm's `artifacts`
 
@@ -18,19 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import time
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from algorithms.core import config_rules
 from algorithms.core.tree import strong_types
-from launch import registry, report
+from launch import distributed, registry, report
 from launch.workdir import Checkpoints, Workdir, WorkdirError  # noqa: F401 - re-exported
 
 
@@ -51,6 +52,7 @@ class RunResult:
     workdir: str | None
     chunk_compilations: int = 0  # programs compiled for the training chunks (1 per chunk length)
     artifacts: tuple[str, ...] = ()  # files the algorithm's `artifacts` hook wrote
+    axes: dict = dataclasses.field(default_factory=dict)  # step axes at `step` (report.AXES)
 
 
 # ---------------------------------------------------------------------------- seeds & devices
@@ -60,14 +62,79 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
 
 
 def seed_sharding(num_seeds: int) -> NamedSharding:
-    """Shards the seed axis over as many local devices as divide num_seeds evenly.
+    """Shards the seed axis over as many devices as divide num_seeds evenly, the same number
+    on every process of a multi-process run (`distributed.seed_mesh`).
 
     A plain `Mesh` (not `jax.make_mesh`, whose Explicit axes broke random draws in scans,
     JAX issue 36562).
     """
-    n = math.gcd(num_seeds, jax.local_device_count())
-    mesh = Mesh(np.array(jax.local_devices()[:n]), ("seed",))
-    return NamedSharding(mesh, P("seed"))
+    return NamedSharding(distributed.seed_mesh(num_seeds), P("seed"))
+
+
+# ---------------------------------------------------------------------------- memory
+class InsufficientMemoryError(ValueError):
+    """The seed-batched state cannot fit in the devices' memory; raised before compiling."""
+
+
+def _gib(n: float) -> str:
+    """A byte count in B / KiB / MiB / GiB, 3 significant digits."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def available_memory(sharding: NamedSharding) -> tuple[int | None, str]:
+    """(bytes free for the run's state, where that number comes from), or (None, why not).
+
+    Accelerators: the sum over the mesh's devices of bytes_limit - bytes_in_use. CPU devices
+    share the host's RAM: its available physical memory (os.sysconf), counted once.
+    """
+    devices = list(sharding.mesh.devices.flat)
+    if all(d.platform == "cpu" for d in devices):
+        try:
+            pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None, "host RAM unknown"
+        return int(pages) * int(size), "available host RAM"
+    total = 0
+    for d in devices:
+        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+        if not stats or "bytes_limit" not in stats:
+            return None, f"{d.platform} memory unknown"
+        total += int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return total, f"free memory of {len(devices)} {devices[0].platform} device(s)"
+
+
+def check_memory(algo: ModuleType, config, task, num_seeds: int, members: int = 1,
+                 print_fn: Callable[[str], None] = print) -> int:
+    """Bytes of one seed's State (from `jax.eval_shape` of `init`: traced, not compiled);
+    prints one line with the estimate for the whole batch, and raises InsufficientMemoryError
+    naming num_seeds and the largest count that fits when the batch clearly does not fit.
+
+    A chunk holds the state twice (its input and its output), beside the task's arrays; that
+    is the estimate compared with the memory available. Activations of the update are not
+    counted, so a batch that passes can still run out of memory; one refused cannot fit.
+    """
+    key_type = jax.eval_shape(jax.random.key, 0)
+    shapes = jax.eval_shape(lambda k: algo.init(k, config, task), key_type)
+    per_seed = sum(int(np.prod(x.shape)) * (8 if jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+                                              else np.dtype(x.dtype).itemsize)
+                   for x in jax.tree.leaves(shapes))
+    task_bytes = sum(int(x.nbytes) for x in split_task(task)[0])
+    width = num_seeds * members
+    need = 2 * per_seed * width + task_bytes
+    free, source = available_memory(seed_sharding(width))
+    line = (f"memory: state {_gib(per_seed)} per "
+            f"seed x {width} = {_gib(per_seed * width)}; with a chunk's two copies and the "
+            f"task's arrays ~{_gib(need)}")
+    print_fn(line + (f" of {_gib(free)} {source}" if free is not None else f" ({source})"))
+    if free is not None and need > free:
+        fits = max(0, (free - task_bytes) // (2 * per_seed * members)) if per_seed else 0
+        raise InsufficientMemoryError(
+            f"--num_seeds={num_seeds} does not fit: ~{_gib(need)} needed for the seed-batched "
+            f"state, {_gib(free)} {source}; at most --num_seeds={fits} fits")
+    return per_seed
 
 
 # ---------------------------------------------------------------------------- config
@@ -211,7 +278,8 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
           workdir: str | None = None, max_chunks: int | None = None, progress: bool = True,
           run_info: dict | None = None, sweep: dict[str, Sequence[float]] | None = None,
           artifacts: bool = True, extend: bool = False,
-          print_fn: Callable[[str], None] = print) -> RunResult:
+          print_fn: Callable[[str], None] = print,
+          loggers: Sequence[Any] = (), check_memory_first: bool = False) -> RunResult:
     """Trains `num_seeds` seeds of `algo` on `task` as one vmapped, sharded program.
 
     With `sweep={"lr": [1e-3, 3e-4], ...}` every combination of values trains `num_seeds`
@@ -228,11 +296,17 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
       run_info: extra JSON-able facts recorded in config.json / summary.json (algo, env...).
       artifacts: after the last update, call the algorithm's `artifacts` hook (if it has one).
       extend: allow a larger num_updates than the run already in `workdir` was started with.
+      check_memory_first: estimate the seed-batched state's memory before compiling, print it,
+        and refuse a batch that cannot fit (`check_memory`).
+      loggers: extra metric sinks (e.g. launch.wandb_log.WandbLogger), host-side objects with
+        `write(kind, step, per_seed, axes)`, `write_summary(payload)` and `close()`, given what
+        metrics.csv / eval.csv / summary.json receive (by process 0 only).
 
     Raises WorkdirError (a ValueError) before compiling anything when the workdir is in use by
     another process, not writable, or holds a different run; NonFiniteError when a metric
     becomes NaN/inf; Interrupted on Ctrl-C (the last checkpoint stays intact).
     """
+    started = time.monotonic()  # wall_time counts from here (compilation included)
     config_rules.check(config, algo)  # every field in its allowed range, before compiling
     total, chunk = int(config.num_updates), int(config.log_every)
     eval_every = int(config.get("eval_every", chunk))
@@ -243,6 +317,8 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
         jax.config.update("jax_enable_x64", True)  # before anything below is traced
 
     members = sweep_members(sweep)
+    if check_memory_first:
+        check_memory(algo, config, task, num_seeds, len(members), print_fn)
     run_config = {**(run_info or {}), "num_seeds": num_seeds, "seed": seed,
                   "config": config_to_dict(config), "devices": jax.device_count()}
     if sweep:
@@ -254,30 +330,56 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             wd.open()
             wd.check_run(run_config, extend=extend, print_fn=print_fn)
         return _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progress,
-                      run_config, artifacts, print_fn)
+                      run_config, artifacts, print_fn, started, tuple(loggers))
     finally:
         if wd is not None:
             wd.close()
+        for logger in loggers:
+            logger.close()
 
 
 def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progress, run_config,
-           artifacts, print_fn) -> RunResult:
+           artifacts, print_fn, started, loggers) -> RunResult:
     total, chunk = int(config.num_updates), int(config.log_every)
     eval_every = int(config.get("eval_every", chunk))
     programs = build_programs(algo, config, task, len(members) * num_seeds)
-    keys = jnp.tile(seed_keys(seed, num_seeds), len(members))  # same seeds for every member
-    keys = jax.device_put(keys, programs.sharding)
+    # Made by jitted programs placed on the seed mesh, so that every process of a
+    # multi-process run builds only its own shards; the same values as eager code.
+    keys = jax.jit(lambda: jnp.tile(seed_keys(seed, num_seeds), len(members)),  # same seeds
+                   out_shardings=programs.sharding)()                          # per member
     sweep = run_config.get("sweep")
-    state = jax.device_put(_apply_sweep(algo, programs.init(keys), sweep, num_seeds),
-                           programs.sharding)
+    state = programs.init(keys)
+    if sweep:
+        state = jax.jit(lambda s: _apply_sweep(algo, s, sweep, num_seeds),
+                        out_shardings=programs.sharding)(state)
+    primary = distributed.is_primary()
     step, log, ckpt = 0, None, None
+    step_counts = registry.optional(algo, "step_counts")
+    counted = step_counts(config, 0) if step_counts is not None else {}
+    tb_axis = next((a for a in ("env_steps", "grad_steps") if a in counted), None)
     workdir = wd.path if wd is not None else None
+    clock_offset = 0.0  # training seconds before this call (a resumed run's recorded time)
     if wd is not None:
         ckpt = wd.checkpoints
         state, step = ckpt.restore_latest(state, print_fn)
         if step:
             print_fn(f"Resuming from the checkpoint at update {step} in {workdir}")
-        log = report.MetricLog(workdir, resume_step=step)
+        if primary:
+            log = report.MetricLog(workdir, resume_step=step, tb_axis=tb_axis)
+            clock_offset = log.wall_time() if step else 0.0
+    if not primary:
+        loggers = ()
+
+    def axes_at(update: int) -> dict:
+        """The step axes after `update` updates (report.AXES), wall_time as of now."""
+        counts = dict(step_counts(config, update)) if step_counts is not None else {}
+        return {**counts, "wall_time": round(clock_offset + time.monotonic() - started, 3)}
+
+    def write(kind: str, at: int, per_seed: dict, axes: dict) -> None:
+        if log is not None:
+            log.write(kind, at, per_seed, axes)
+        for logger in loggers:
+            logger.write(kind, at, per_seed, axes)
 
     eval_key_root = jax.random.key(seed + 1_000_003)  # same eval episodes for every seed
     final: dict[str, np.ndarray] = {}
@@ -291,7 +393,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
         return "; ".join(f"seed {c % num_seeds} of {members[c // num_seeds]}" for c in columns)
 
     bar = None
-    if progress:
+    if progress and primary:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=step, unit="upd", dynamic_ncols=True, leave=True)
     chunks_run = 0
@@ -299,7 +401,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
         while step < total and (max_chunks is None or chunks_run < max_chunks):
             length = min(chunk, total - step)
             new_state, metrics = programs.chunk(length)(state)
-            metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+            metrics = {k: np.asarray(v) for k, v in distributed.to_host(metrics).items()}
             bad = _first_non_finite(metrics, step)
             if bad:
                 name, at, columns = bad
@@ -312,10 +414,9 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
             prev, step = step, step + length
             row = {k: v[-1] for k, v in metrics.items()}  # the chunk's last update, per seed
             final.update(row)
-            if log is not None:
-                log.write("metrics", step, row)
+            write("metrics", step, row, axes_at(step))
             if step // eval_every > prev // eval_every or step == total:
-                ev = jax.device_get(
+                ev = distributed.to_host(
                     programs.evaluate(new_state, jax.random.fold_in(eval_key_root, step)))
                 ev = {k: np.asarray(v) for k, v in ev.items()}
                 bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
@@ -323,8 +424,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
                     raise NonFiniteError(f"evaluation metric {bad[0]!r} is non-finite at update "
                                          f"{step} ({who(bad[2])}); stopped without saving")
                 final.update({f"eval/{k}": v for k, v in ev.items()})
-                if log is not None:
-                    log.write("eval", step, ev)
+                write("eval", step, ev, axes_at(step))
                 if ckpt is not None:
                     ckpt.save(step, new_state)
             state = new_state
@@ -346,21 +446,33 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
 
     finished = step >= total
     written: tuple[str, ...] = ()
+    axes = axes_at(step)
     # Reports are rewritten only from complete information: by a call that trained, or when
     # there are none yet (a rerun of a finished run whose CSVs were deleted changes nothing).
     if workdir is not None and finished and (
             chunks_run or not os.path.exists(os.path.join(workdir, "summary.json"))):
-        _write_reports(config, final, log, workdir, run_config)
         hook = registry.optional(algo, "artifacts")
-        if artifacts and hook is not None:
-            written = tuple(hook(state, config, task, workdir) or ())
+        # Several processes: the hook gets the whole state on process 0 (a collective).
+        host_state = (distributed.state_to_host(state)
+                      if hook is not None and artifacts and jax.process_count() > 1 else state)
+        if primary:
+            axes["wall_time"] = max(axes["wall_time"], log.wall_time())
+            payload = _write_reports(config, final, log, workdir, run_config, axes)
+            for logger in loggers:
+                logger.write_summary(payload)
+            if artifacts and hook is not None:
+                written = tuple(hook(host_state, config, task, workdir) or ())
+        distributed.barrier("reports written")
     return RunResult(state=state, final=final, step=step, finished=finished, workdir=workdir,
-                     chunk_compilations=programs.chunk_compilations(), artifacts=written)
+                     chunk_compilations=programs.chunk_compilations(), artifacts=written,
+                     axes=axes)
 
 
-def _write_reports(config, final, log, workdir, run_config) -> None:
+def _write_reports(config, final, log, workdir, run_config, axes) -> dict:
+    """summary.json and the learning curves; returns summary.json's content."""
     title = f"{run_config.get('algo', '')} on {run_config.get('env', '-')}"
-    extra = {"title": title}
+    extra = {"title": title, "steps": {"update": int(config.num_updates), **axes},
+             "wall_time": axes["wall_time"], **report.provenance()}
     if "sweep" in run_config:
         members = sweep_members(run_config["sweep"])
         n = run_config["num_seeds"]
@@ -369,5 +481,7 @@ def _write_reports(config, final, log, workdir, run_config) -> None:
             json.dumps(m, sort_keys=True): {k: report.summarize(np.asarray(v)[i * n:(i + 1) * n])
                                             for k, v in final.items()}
             for i, m in enumerate(members)}
-    report.write_summary(os.path.join(workdir, "summary.json"), run_config, final, extra)
+    payload = report.write_summary(os.path.join(workdir, "summary.json"), run_config, final,
+                                   extra)
     report.plot_learning_curves(log, os.path.join(workdir, "learning_curve.png"), title)
+    return payload

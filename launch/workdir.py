@@ -21,7 +21,7 @@ from typing import Any, Callable
 import jax
 
 from algorithms.core.tree import is_prng_key
-from launch import report
+from launch import distributed, report
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
@@ -126,7 +126,13 @@ class Checkpoints:
                 return self.restore(step, template), step
             except Exception as e:  # whatever the failure, this step is unusable
                 reason = " ".join(str(e).split())[:160] or type(e).__name__
-                moved = self._move_aside(step)
+                # Several processes see the same damage; process 0 moves the folder.
+                moved = self._move_aside(step) if distributed.is_primary() else "(process 0)"
+                distributed.barrier(f"checkpoint {step} moved aside")
+                if not distributed.is_primary():
+                    self.manager.close()
+                    self.manager = self._ocp.CheckpointManager(self.directory,
+                                                               options=self._options)
                 print_fn(f"WARNING: the checkpoint at update {step} does not restore "
                          f"({type(e).__name__}: {reason}); moved it to {moved} and trying "
                          "the next older one")
@@ -141,7 +147,9 @@ class Workdir:
     """A run's folder, held by this process alone while it is open (an advisory lock).
 
     The lock is an `fcntl.flock` on `<workdir>/.lock`, released by the OS when the process
-    ends however it ends, so the lock of a killed run never blocks the next one.
+    ends however it ends, so the lock of a killed run never blocks the next one. In a
+    multi-process run each process holds its own lock file (`.lock.process<i>`), and only
+    process 0 writes config.json.
     """
 
     def __init__(self, path: str):
@@ -158,7 +166,8 @@ class Workdir:
 
     def open(self) -> None:
         check_writable(self.path)
-        lock_path = os.path.join(self.path, LOCK_FILE)
+        lock_path = os.path.join(self.path, LOCK_FILE if jax.process_count() == 1
+                                 else f"{LOCK_FILE}.process{jax.process_index()}")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -222,7 +231,8 @@ class Workdir:
                 print_fn(f"WARNING: this run used {old.get('devices')} device(s) and resumes on "
                          f"{new.get('devices')}: a seed's floats depend on the device layout, "
                          "so the result will not be bit-identical to an uninterrupted run")
-        report.atomic_write_text(path, json.dumps(run_config, indent=2, sort_keys=True))
+        if distributed.is_primary():
+            report.atomic_write_text(path, json.dumps(run_config, indent=2, sort_keys=True))
 
 
 def check_usable(path: str) -> None:

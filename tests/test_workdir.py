@@ -192,11 +192,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch, refer
     calls = {"n": 0}
     write = runner.report.MetricLog.write
 
-    def interrupt_on_third_row(self, kind, step, per_seed):
+    def interrupt_on_third_row(self, kind, step, per_seed, *axes):
         calls["n"] += 1
         if calls["n"] == 4:  # metrics at 3, metrics + eval at 6, then Ctrl-C at update 9
             raise KeyboardInterrupt
-        return write(self, kind, step, per_seed)
+        return write(self, kind, step, per_seed, *axes)
 
     monkeypatch.setattr(runner.report.MetricLog, "write", interrupt_on_third_row)
     with pytest.raises(runner.Interrupted, match=r"interrupted at update 9 \(last checkpoint: "

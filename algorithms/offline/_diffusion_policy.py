@@ -44,8 +44,7 @@ import ml_collections
 import numpy as np
 
 from algorithms.core import config_rules as rules
-from algorithms.core import optim, scores, spaces
-from algorithms.core.evaluation import evaluate_episodes
+from algorithms.core import optim, spaces
 from algorithms.offline import common
 from algorithms.offline.iql import iql_critic_loss
 from diffusion import losses, precond, samplers, schedules
@@ -370,9 +369,7 @@ def to_env(actions: jax.Array, task) -> jax.Array:
 
 def evaluate_sampling(act: Callable, state, key, config, task) -> dict:
     """`eval_episodes` episodes of `act(state, obs, config, task, key)` with a fresh key per
-    step (the papers sample at evaluation); returns {"return", "length", "normalized_score"}."""
-    out = evaluate_episodes(key, task.env, task.params,
-                            lambda obs, k: act(state, obs, config, task, k),
-                            int(config.eval_episodes))
-    return {**out, "normalized_score": scores.normalized_score(
-        out["return"], task.ref_min_score, task.ref_max_score)}
+    step (the papers sample at evaluation); returns {"return", "length", "normalized_score"},
+    or {"dataset_action_mse"} for a train-only task (`common.evaluate_actions`)."""
+    return common.evaluate_actions(lambda obs, k: act(state, obs, config, task, k), key,
+                                   config, task)

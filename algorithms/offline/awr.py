@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules, episodes, optim, returns
 from algorithms.core.networks import TanhMeanGaussianPolicy, ValueNet
 from algorithms.offline import common
@@ -290,3 +291,6 @@ def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
 
 def evaluate(state: State, key, config, task):
     return common.evaluate_policy(act, state, key, config, task)
+
+
+step_counts = step_axes.offline  # the logs' env / gradient step axes (launch/registry.py)

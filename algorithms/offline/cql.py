@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules, optim
 from algorithms.offline import common, sac_n
 
@@ -197,3 +198,6 @@ def update(state: State, config, task):
         return state, metrics
 
     return common.run_gradient_steps(gradient_step, state, config, task)
+
+
+step_counts = step_axes.offline  # the logs' env / gradient step axes (launch/registry.py)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules as rules
 from algorithms.core import optim
 from algorithms.core.networks import QEnsemble
@@ -204,3 +205,6 @@ def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
 
 def evaluate(state: State, key, config, task):
     return dp.evaluate_sampling(act, state, key, config, task)
+
+
+step_counts = step_axes.offline  # the logs' env / gradient step axes (launch/registry.py)

@@ -34,6 +34,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules
 from algorithms.core.networks import QEnsemble, QNet
 from algorithms.offline import common, sac_n
@@ -131,3 +132,6 @@ def update(state: State, config, task):
         return state, {**metrics, **aux}
 
     return common.run_gradient_steps(gradient_step, state, config, task)
+
+
+step_counts = step_axes.offline  # the logs' env / gradient step axes (launch/registry.py)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules, optim
 from algorithms.core.networks import QEnsemble, TanhGaussianPolicy, TanhNormal
 from algorithms.offline import common
@@ -222,3 +223,6 @@ def act(state, obs: jax.Array, config, task, key=None) -> jax.Array:
 
 def evaluate(state, key, config, task):
     return common.evaluate_policy(act, state, key, config, task)
+
+
+step_counts = step_axes.offline  # the logs' env / gradient step axes (launch/registry.py)

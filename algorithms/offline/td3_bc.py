@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules, optim
 from algorithms.core.networks import DeterministicPolicy, QEnsemble, QNet
 from algorithms.offline import common
@@ -224,3 +225,6 @@ def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
 
 def evaluate(state: State, key, config, task):
     return common.evaluate_policy(act, state, key, config, task)
+
+
+step_counts = step_axes.offline  # the logs' env / gradient step axes (launch/registry.py)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from algorithms.core import steps as step_axes
 from algorithms.core import buffer as replay
 from algorithms.core import config_rules as rules
 from algorithms.core import optim, spaces, tasks
@@ -325,3 +326,6 @@ def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
 def evaluate(state: State, key, config, task):
     """Mean undiscounted return of greedy episodes (epsilon = 0)."""
     return evaluate_act(act, state, key, config, task)
+
+
+step_counts = step_axes.off_policy  # the logs' env / gradient step axes (launch/registry.py)

@@ -33,6 +33,7 @@ import ml_collections
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules as rules
 from algorithms.core import optim, tasks
 from algorithms.core.evaluation import evaluate_act
@@ -289,3 +290,6 @@ def act(state: State, obs: jax.Array, config, task, key=None) -> jax.Array:
 def evaluate(state: State, key, config, task):
     """Mean undiscounted return of greedy (mode-action) episodes."""
     return evaluate_act(act, state, key, config, task)
+
+
+step_counts = step_axes.on_policy  # the logs' env / gradient step axes (launch/registry.py)

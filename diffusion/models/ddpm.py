@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules as rules
 from diffusion import data, losses, precond, protocol, schedules
 from diffusion import sde as sde_lib
@@ -101,3 +102,6 @@ CONFIG_RULES = protocol.config_rules(MODEL, {"T": rules.count, "beta_1": _BETA,
 CONFIG_CHECKS = protocol.CONFIG_CHECKS + (protocol.ordered("beta_1", "beta_T"),)
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)
+
+
+step_counts = step_axes.one_gradient_step  # the logs' env / gradient step axes (launch/registry.py)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules as rules
 from diffusion import data, losses, networks, precond, protocol
 from diffusion import sde as sde_lib
@@ -57,3 +58,6 @@ CONFIG_RULES = protocol.config_rules(MODEL, {"sigma_data": rules.positive,
 CONFIG_CHECKS = protocol.CONFIG_CHECKS
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)
+
+
+step_counts = step_axes.one_gradient_step  # the logs' env / gradient step axes (launch/registry.py)

@@ -18,6 +18,7 @@ sampler, `euler_t` here, from t = sigma_max / (1 + sigma_max)) equals Euler in s
 """
 from __future__ import annotations
 
+from algorithms.core import steps as step_axes
 from algorithms.core import config_rules as rules
 from diffusion import data, losses, precond, protocol, samplers, schedules
 from diffusion import sde as sde_lib
@@ -69,3 +70,6 @@ CONFIG_RULES = protocol.config_rules(MODEL, {"M": rules.count})
 CONFIG_CHECKS = protocol.CONFIG_CHECKS
 make_task = data.make_task
 init, update, evaluate, sample, artifacts = protocol.bind(MODEL)
+
+
+step_counts = step_axes.one_gradient_step  # the logs' env / gradient step axes (launch/registry.py)
