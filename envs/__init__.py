@@ -16,6 +16,7 @@ import inspect
 from typing import Any, NamedTuple
 
 import gymnax
+import jax
 
 from envs.brax_envs import BRAX_ENVS, BraxEnv
 from envs import mdp
@@ -111,7 +112,25 @@ def make(name: str, **options):
         env, params = _gymnax_make(name)
     param_opts = {k: v for k, v in options.items() if k in _scalar_fields(params)}
     params = params.replace(**param_opts)
+    _spaces_at_trace_time(env)
     return env, params
+
+
+def _spaces_at_trace_time(env) -> None:
+    """Makes env.action_space / observation_space evaluate their jnp code eagerly even inside
+    jit: some gymnax envs (Swimmer-misc) build Box bounds with jnp.array, which under jit would
+    be tracers, and the action-box helpers need concrete bounds (algorithms/core/spaces.py)."""
+    for name in ("action_space", "observation_space"):
+        method = getattr(env, name)
+        if getattr(method, "at_trace_time", False):
+            continue
+
+        def eager(params=None, _method=method):
+            with jax.ensure_compile_time_eval():
+                return _method(params)
+
+        eager.at_trace_time = True
+        setattr(env, name, eager)
 
 
 def has_tabular_model(env) -> bool:

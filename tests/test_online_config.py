@@ -156,3 +156,18 @@ def test_env_whose_construction_download_fails_is_one_line(monkeypatch):
     monkeypatch.setattr(mnist.load_mnist, "load_mnist", no_network)
     with pytest.raises(ValueError, match="'MNISTBandit-bsuite' downloads data when it is built"):
         envs.make("MNISTBandit-bsuite")
+
+
+def test_action_box_of_swimmer_is_concrete_inside_jit():
+    """gymnax's Swimmer-misc builds its Box bounds with jnp.array: inside jit (SAC's warm-up,
+    dataset generation) the box helpers still get concrete bounds [-1, 1]^2."""
+    import jax
+    import numpy as np
+
+    import envs
+    from algorithms.core import spaces
+
+    env, params = envs.make("Swimmer-misc")
+    center, scale = jax.jit(lambda: spaces.box_center_scale(env.action_space(params)))()
+    np.testing.assert_array_equal(center, [0.0, 0.0])
+    np.testing.assert_array_equal(scale, [1.0, 1.0])
