@@ -3,7 +3,7 @@ network evaluations on the same batch (sampler overhead), and compile time at NF
 
     python benchmarks/diffusion.py            # batch 4096 2-D points, EDM toy MLP (3 x 128)
     python benchmarks/diffusion.py --quick    # smaller batch and fewer repeats
-    python benchmarks/diffusion.py --dim=16 --batch=256   # 16-D data, a small batch
+    python benchmarks/diffusion.py --dim=16 --batch=256 --nfe=35   # 16-D data, a small batch
 
 The model is `diffusion.models.edm` with the toy network (random parameters: speed does not
 depend on training). "bare network" is a `lax.scan` of NFE raw-network applications on the
@@ -12,14 +12,15 @@ same batch, each feeding its output back as the next input, at a different noise
 sampler adds (preconditioning, schedule arithmetic, noise draws, Heun's extra state). The
 stochastic samplers draw a standard normal [batch, dim] per step (PC: per corrector and
 predictor step); "draws" times that many draws alone (`samplers.step_noise` in a `lax.scan`),
-and "net of draws" = (t_sampler - t_draws) / t_bare - 1 is the overhead without them. Times
-are the best of `--repeats` runs of the compiled program, sampler and bare network timed
-alternately. On the CPU backend they are the process's CPU time by default (`--clock`), which
-a machine shared with other jobs disturbs far less than wall-clock time; the samples/s column
-is then samples per CPU-second. (PC can come out cheaper than its bare
-baseline: its corrector and predictor evaluate the network at the same noise level, and XLA
-computes the shared noise-embedding layers once for both.) Compile times are wall times of
-`jit(...).lower(...).compile()`.
+and "net of draws" = (t_sampler - t_draws) / t_bare - 1 is the overhead without them; "x heun"
+is a sampler's samples/s relative to Heun's at the same NFE budget. Times are the best of
+`--repeats` rounds, each round running every compiled program once (samplers, bare networks
+and draws in turn, after one untimed warm-up round). On the CPU backend they are the
+process's CPU time by default (`--clock`), which a machine shared with other jobs disturbs
+far less than wall-clock time; the samples/s column is then samples per CPU-second. (PC can
+come out cheaper than its bare baseline: its corrector and predictor evaluate the network at
+the same noise level, and XLA computes the shared noise-embedding layers once for both.)
+Compile times are wall times of `jit(...).lower(...).compile()`.
 """
 from __future__ import annotations
 
@@ -114,10 +115,12 @@ def draws_per_run(config, name, steps):
 
 
 def sampler_rows(config, task, state, batch, nfe, repeats, dim=2):
-    """Each sampler timed alternately with the bare network at its exact NFE and with its
-    noise draws alone (best of `repeats` each), so slow drifts of a shared machine hit all
-    alike."""
-    rows = []
+    """Every sampler at its exact NFE, with the bare network at that NFE and its noise draws
+    alone, timed round-robin: each of `repeats` rounds runs every program once, and each time
+    is the best over the rounds, so slow drifts of a shared machine hit all samplers alike.
+    vs_heun = Heun's time / the sampler's (its samples/s relative to Heun's at the same
+    NFE budget)."""
+    programs = {}
     bare_fns, draw_fns = {}, {}
     key = jax.random.key(3)
     for name in SAMPLERS:
@@ -130,24 +133,30 @@ def sampler_rows(config, task, state, batch, nfe, repeats, dim=2):
         exact = _nfe(config, state, name, steps)
         if exact not in bare_fns:
             bare_fns[exact] = bare_network(config, state, batch, exact, dim)
-        bare = bare_fns[exact]
         count = draws_per_run(config, name, steps)
         if count and count not in draw_fns:
             draw_fns[count] = noise_draws(batch, dim, count)
-        draws = draw_fns.get(count)
-        jax.block_until_ready(compiled(state, key))
-        jax.block_until_ready(bare())
-        t, t_bare, t_draws = [], [], []
-        for _ in range(repeats):
-            t.append(_best_of(lambda fn=compiled: fn(state, key), 1))
-            t_bare.append(_best_of(bare, 1))
-            t_draws.append(_best_of(draws, 1) if draws else 0.0)
-        t, t_bare, t_draws = min(t), min(t_bare), min(t_draws)
-        rows.append(dict(sampler=name, steps=steps, nfe=exact, seconds=t,
+        programs[name] = dict(sample=lambda fn=compiled: fn(state, key), bare=bare_fns[exact],
+                              draws=draw_fns.get(count), steps=steps, nfe=exact,
+                              compile_s=t_compile)
+    times = {name: dict(sample=[], bare=[], draws=[0.0]) for name in programs}
+    for _ in range(repeats + 1):                  # the first round warms up, untimed
+        for name, p in programs.items():
+            for part in ("sample", "bare", "draws"):
+                if p[part] is not None:
+                    times[name][part].append(_best_of(p[part], 1))
+    rows = []
+    for name, p in programs.items():
+        t, t_bare, t_draws = (min(times[name][part][1:] or [0.0])
+                              for part in ("sample", "bare", "draws"))
+        rows.append(dict(sampler=name, steps=p["steps"], nfe=p["nfe"], seconds=t,
                          samples_per_s=batch / t, bare_seconds=t_bare,
                          overhead=t / t_bare - 1.0, draws_seconds=t_draws,
                          overhead_net_of_draws=(t - t_draws) / t_bare - 1.0,
-                         compile_s=t_compile))
+                         compile_s=p["compile_s"]))
+    t_heun = next(r["seconds"] for r in rows if r["sampler"] == "heun")
+    for r in rows:
+        r["vs_heun"] = t_heun / r["seconds"]
     return rows
 
 
@@ -205,11 +214,11 @@ def main():
     rows = sampler_rows(config, task, state, batch, args.nfe, repeats, args.dim)
     print(f"Samplers at NFE <= {args.nfe} (bare = the same NFE of raw network applications; "
           f"draws = the sampler's normal draws alone)")
-    print(f"{'sampler':>15} {'steps':>6} {'NFE':>5} {'samples/s':>12} {'ms':>9} "
-          f"{'bare ms':>9} {'overhead':>9} {'draws ms':>9} {'net of draws':>13}")
+    print(f"{'sampler':>15} {'steps':>6} {'NFE':>5} {'samples/s':>12} {'x heun':>7} "
+          f"{'ms':>9} {'bare ms':>9} {'overhead':>9} {'draws ms':>9} {'net of draws':>13}")
     for r in rows:
         print(f"{r['sampler']:>15} {r['steps']:>6} {r['nfe']:>5} {r['samples_per_s']:>12.0f} "
-              f"{1e3 * r['seconds']:>9.2f} {1e3 * r['bare_seconds']:>9.2f} "
+              f"{r['vs_heun']:>7.2f} {1e3 * r['seconds']:>9.2f} {1e3 * r['bare_seconds']:>9.2f} "
               f"{100 * r['overhead']:>8.1f}% {1e3 * r['draws_seconds']:>9.2f} "
               f"{100 * r['overhead_net_of_draws']:>12.1f}%")
     print("\nCompile time (s) of the jitted sampler: NFE 10 vs NFE 100 (one lax.scan: it "

@@ -21,7 +21,9 @@ with sd = sigma_data (EDM's lambda equals 1 / c_out^2) and t(sigma) = sigma_VP^{
 Table 1's parameters are the defaults here: VP beta_d = 19.9, beta_min = 0.1, M = 1000,
 eps_t = 1e-5; VE sigma_min = 0.02, sigma_max = 100 (the image setting: the toys' VE SDE uses
 0.01 and 50, pass them explicitly); EDM sigma_data = 0.5, P_mean = -1.2, P_std = 1.2.
-sigma_VP(t) and its inverse are `diffusion.sde.edm_vp_sigma` / `edm_vp_sigma_inv`.
+sigma_VP(t) and its inverse are `diffusion.sde.edm_vp_sigma` / `edm_vp_sigma_inv`. A network
+trained on discrete levels (DDPM) takes the index of the nearest level as c_noise instead
+(`discrete_vp_precond`, `nearest_level_index`).
 
 The VP preconditioning makes F an epsilon-predictor, F = (x - D) / sigma = -sigma score, of the
 VP-scaled input (c_in x = x / sqrt(1 + sigma^2) is the DDPM x_t); VE makes F = sigma score; EDM
@@ -34,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffusion import sde as sde_lib
 
@@ -86,6 +89,45 @@ def ve_precond(sigma) -> Coefficients:
         c_in=jnp.ones_like(sigma),
         c_noise=jnp.log(0.5 * sigma),
     )
+
+
+def nearest_level_index(sigma, level_sigmas) -> Array:
+    """The index of the level of `level_sigmas` nearest to sigma in log sigma, int32 of
+    sigma's shape: what a network trained on the discrete levels of a DDPM-style model
+    (eps_theta(x_t, i), i = 0 .. T - 1, index 0 the least noisy) takes as its step input when
+    a sampler hands it a noise level sigma. Exact on the levels themselves (a sampler on the
+    trained levels, e.g. `schedules.ddpm_sigma_steps`, gets their indices). level_sigmas:
+    the levels sigma_i = sqrt((1 - ab_i) / ab_i), strictly increasing, host float [T]."""
+    levels = np.asarray(level_sigmas, np.float64)
+    if levels.ndim != 1 or levels.size < 1 or np.any(np.diff(levels) <= 0) or levels[0] <= 0:
+        raise ValueError("level_sigmas must be a strictly increasing 1-D array of levels > 0")
+    sigma = jnp.asarray(sigma)
+    if levels.size == 1:
+        return jnp.zeros(sigma.shape, jnp.int32)
+    table = jnp.asarray(np.log(levels), jnp.float32)
+    log_sigma = jnp.log(sigma).astype(jnp.float32)
+    upper = jnp.clip(jnp.searchsorted(table, log_sigma), 1, levels.size - 1)
+    lower_nearer = jnp.abs(table[upper - 1] - log_sigma) <= jnp.abs(table[upper] - log_sigma)
+    return jnp.where(lower_nearer, upper - 1, upper).astype(jnp.int32)
+
+
+def discrete_vp_precond(level_sigmas) -> Callable[[Array], Coefficients]:
+    """EDM Table 1's VP column with c_noise the index of the nearest trained level
+    (`nearest_level_index`): the denoiser of an eps-prediction network trained on discrete
+    levels (Ho et al. 2020's DDPM; the diffusion policies of Diffusion-QL and IDQL),
+    D(x; sigma) = x - sigma eps_theta(x / sqrt(1 + sigma^2), i(sigma)), where x / sqrt(1 +
+    sigma^2) is the DDPM-scaled x_t. Returns sigma -> `Coefficients` (c_noise in sigma's
+    dtype) for `make_denoiser`."""
+    levels = np.asarray(level_sigmas, np.float64)
+    nearest_level_index(jnp.ones((1,)), levels)            # validates the levels once
+
+    def coefficients(sigma):
+        sigma = jnp.asarray(sigma)
+        return Coefficients(c_skip=jnp.ones_like(sigma), c_out=-sigma,
+                            c_in=1.0 / jnp.sqrt(sigma ** 2 + 1.0),
+                            c_noise=nearest_level_index(sigma, levels).astype(sigma.dtype))
+
+    return coefficients
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ sampler                    reference                                            
 (N = number of grid steps; a step to sigma = 0 skips Heun's correction.)
 
 Single steps, for samplers written elsewhere (guidance, inverse problems: `diffusion.inverse`):
-`posterior_mean` (x0_hat = D(x; sigma), Tweedie), `euler_step`, `heun_step` with
+`posterior_mean` (x0_hat = D(x; sigma), Tweedie), `clip_denoiser`, `euler_step`, `heun_step` with
 `heun_coefficients` (and `churn_levels`), `ancestral_step` with `ancestral_coefficients`,
 `eps_from_denoiser`, `probability_flow_drift`, the reverse-SDE steps'
 `reverse_sde_coefficients` and `langevin_alphas`; and the plumbing every sampler uses:
@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from diffusion import rng
 from diffusion.ode import solve_rk45
 
 Array = jax.Array
@@ -72,12 +73,13 @@ __all__ = [
     "sample_euler", "sample_heun", "sample_edm_stochastic", "sample_dpmpp_2m",
     "sample_ancestral", "sample_rk45", "sample_reverse_sde", "sample_pc", "sample_ddpm",
     "sample_ddim",
-    "posterior_mean", "euler_step", "heun_coefficients", "heun_step", "churn_levels",
-    "ancestral_coefficients",
+    "posterior_mean", "clip_denoiser", "euler_step", "heun_coefficients", "heun_step",
+    "churn_levels", "ancestral_coefficients",
     "ancestral_step", "eps_from_denoiser", "probability_flow_drift",
     "reverse_sde_coefficients", "langevin_alphas", "PREDICTORS",
     "check_shape", "check_sigmas", "split_key", "initial_state", "host_constant",
-    "noise_levels", "per_sample", "step_noise", "scan_with_noise", "NOISE_CHUNK",
+    "noise_levels", "per_sample", "step_noise", "scan_with_noise",
+    "NOISE_BUFFER_ELEMENTS",
 ]
 
 
@@ -133,48 +135,57 @@ def split_key(key, *, stochastic: bool = False):
 
 
 def initial_state(k_init, shape, scale: float, x_init, dtype) -> Array:
-    """`x_init` (checked against `shape`), or scale * n with n ~ N(0, I) drawn from k_init."""
+    """`x_init` (checked against `shape`), or scale * n with n ~ N(0, I) drawn from k_init
+    (the values of `jax.random.normal(k_init, shape, dtype)`)."""
     if x_init is not None:
         x = jnp.asarray(x_init, dtype=dtype)
         chex.assert_shape(x, tuple(shape))
         return x
     if k_init is None:
         raise ValueError("need a PRNG key or x_init")
-    return jnp.asarray(scale, dtype) * jax.random.normal(k_init, tuple(shape), dtype)
+    return jnp.asarray(scale, dtype) * rng.normal(k_init, shape, dtype)
 
 
 def step_noise(k_steps, i: Array, x: Array) -> Array:
     """The standard normal noise of step i: normal(fold_in(k_steps, i)), x's shape and dtype.
 
-    Drawn flat and reshaped: the same values as drawing x's shape (JAX's threefry numbers
-    element by flat index), and XLA compiles draws of rank >= 3 (images, a chunk of
-    `scan_with_noise`) several times slower than flat ones."""
-    return jax.random.normal(jax.random.fold_in(k_steps, i), (x.size,), x.dtype).reshape(
-        x.shape)
+    The values of `jax.random.normal(fold_in(k_steps, i), x.shape, x.dtype)`, drawn by
+    `diffusion.rng.normal` (an unrolled Threefry that XLA fuses into one kernel)."""
+    return rng.normal(jax.random.fold_in(k_steps, i), x.shape, x.dtype)
 
 
-NOISE_CHUNK = 16
+# Noise kept in memory by `scan_with_noise`, in elements: all steps' draws up to this size
+# (64 MiB of float32), else buffers of as many steps as fit.
+NOISE_BUFFER_ELEMENTS = 1 << 24
 
 
 def scan_with_noise(step: Callable, carry, xs, noise_fn: Callable, num_steps: int, *,
                     chunk: int | None = None):
     """`lax.scan(step, carry, (noise, xs))` over `num_steps` steps, where the noise of step i
     is noise_fn(i) (e.g. `step_noise(k_steps, i, x)`: the same values as drawing it inside the
-    step). Returns the final carry.
+    step). Returns the final carry. xs are arrays [num_steps, ...] (a pytree);
+    step(carry, (noise_i, xs_i)) -> (carry, None).
 
-    The draws of `chunk` (default `NOISE_CHUNK`) steps are made together, vmapped over i,
-    into a buffer that the step loop carries and refills every `chunk` steps (a `lax.cond`;
-    the last chunk's draws past num_steps are discarded): drawn one per step between the
-    steps' network evaluations, each draw is a small loop of its own (JAX's threefry on the
-    CPU is a rolled loop) that slows the whole step; drawn in chunks, the draws cost about
-    what they cost alone. Memory: `chunk` steps' noise. One scan with one copy of `step`,
-    whatever num_steps. xs are arrays [num_steps, ...] (a pytree); step(carry, (noise_i,
-    xs_i)) -> (carry, None).
+    The draws are made before the steps that use them, vmapped over i: made inside each
+    step, between its network evaluations, a draw is a separate small computation that
+    the step waits for. `chunk` steps' draws are made at a time (default: as many as fit in
+    `NOISE_BUFFER_ELEMENTS`): all of them before the loop when chunk >= num_steps (the usual
+    case), else into a buffer that the loop carries and refills every `chunk` steps (a
+    `lax.cond`; the last chunk's draws past num_steps are discarded). One scan with one copy
+    of `step`, whatever num_steps.
     """
-    chunk = max(1, min(NOISE_CHUNK if chunk is None else chunk, num_steps))
+    i0 = jnp.int32(0)
+    per_step = sum(math.prod(v.shape) for v in jax.tree.leaves(jax.eval_shape(noise_fn, i0)))
+    if chunk is None:
+        chunk = NOISE_BUFFER_ELEMENTS // max(1, per_step)
+    chunk = max(1, min(int(chunk), num_steps))
 
     def draw(first):
         return jax.vmap(noise_fn)(first + jnp.arange(chunk, dtype=jnp.int32))
+
+    if chunk == num_steps:
+        carry, _ = lax.scan(step, carry, (draw(i0), xs))
+        return carry
 
     def body(state, c):
         carry, buffer = state
@@ -185,8 +196,7 @@ def scan_with_noise(step: Callable, carry, xs, noise_fn: Callable, num_steps: in
         carry, _ = step(carry, (noise, x_i))
         return (carry, buffer), None
 
-    empty = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
-                         jax.eval_shape(draw, jnp.int32(0)))
+    empty = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), jax.eval_shape(draw, i0))
     (carry, _), _ = lax.scan(body, (carry, empty),
                              (jnp.arange(num_steps, dtype=jnp.int32), xs))
     return carry
@@ -199,6 +209,29 @@ def scan_with_noise(step: Callable, carry, xs, noise_fn: Callable, num_steps: in
 def posterior_mean(denoise_fn: DenoiseFn, x: Array, sigma: Array) -> Array:
     """x0_hat = D(x; sigma) = E[x0 | x0 + sigma n = x] (Tweedie) at one scalar level sigma."""
     return denoise_fn(x, noise_levels(sigma, x))
+
+
+def clip_denoiser(denoise_fn: DenoiseFn, clip_denoised) -> DenoiseFn:
+    """D clipped to the box [lo, hi] (clip_denoised = (lo, hi), scalars or arrays that
+    broadcast over a sample), as DDPM implementations clip their x0 reconstruction to the
+    data range (Ho et al. 2020's code; Diffusion-QL's actions in [-1, 1]); None: D itself.
+    Every sampler then steps with the clipped estimate: for the ancestral steps this is the
+    `clip_denoised` option of `sample_ancestral`."""
+    if clip_denoised is None:
+        return denoise_fn
+    lo, hi = _clip_bounds(clip_denoised)
+    return lambda x, sigma: jnp.clip(denoise_fn(x, sigma), lo, hi)
+
+
+def _clip_bounds(clip_denoised):
+    try:
+        lo, hi = clip_denoised
+    except (TypeError, ValueError):
+        raise ValueError(f"clip_denoised must be None or a pair (lo, hi), got "
+                         f"{clip_denoised!r}") from None
+    if np.any(np.asarray(lo) >= np.asarray(hi)):
+        raise ValueError(f"clip_denoised=(lo, hi) needs lo < hi, got {clip_denoised!r}")
+    return lo, hi
 
 
 def probability_flow_drift(denoise_fn: DenoiseFn, x: Array, sigma) -> Array:
@@ -502,7 +535,8 @@ def sample_rk45(key, denoise_fn: DenoiseFn, shape, *, sigma_min: float = 0.002,
 # ============================================================================================
 
 def sample_ancestral(key, denoise_fn: DenoiseFn, shape, sigmas, *,
-                     variance: str = "beta_tilde", x_init=None, dtype=jnp.float32):
+                     variance: str = "beta_tilde", clip_denoised=None, x_init=None,
+                     dtype=jnp.float32):
     """Ancestral sampling in sigma space: DDPM's posterior step (Ho et al. 2020, Eqs. 6-7)
     written for x = x0 + sigma n (the VE / EDM form; identical to DDPM with the beta-tilde
     variance after the change of variables x_vp = x / sqrt(1 + sigma^2)).
@@ -513,11 +547,15 @@ def sample_ancestral(key, denoise_fn: DenoiseFn, shape, sigmas, *,
     with noise std sigmas[0]) it samples the posterior of the denoising problem.
     `variance="beta"` replaces the noise std by sqrt(t^2 - t'^2), Ho et al.'s other choice
     (`ancestral_coefficients`): beta-tilde ignores the uncertainty of x0_hat and draws too
-    narrow samples at few steps, beta too wide ones. NFE = N. Returns (x, {"nfe", "sigmas"}).
+    narrow samples at few steps; beta adds more noise per step (the README's sampler table
+    compares the two). `clip_denoised=(lo, hi)` clips x0_hat to the box before each step
+    (`clip_denoiser`; DDPM's clipped x0 reconstruction, e.g. Diffusion-QL's actions).
+    NFE = N. Returns (x, {"nfe", "sigmas"}).
     """
     shape = check_shape(shape)
     s = check_sigmas(sigmas)
     c_mean, c_std = ancestral_coefficients(s, variance)
+    denoise_fn = clip_denoiser(denoise_fn, clip_denoised)
     k_init, k_steps = split_key(key, stochastic=True)
     x = initial_state(k_init, shape, s[0], x_init, dtype)
 
@@ -747,7 +785,7 @@ def _check_timesteps(alphas_bar, timesteps):
 
 
 def sample_ddpm(key, eps_fn: Callable, shape, alphas_bar, timesteps, *,
-                variance: str = "beta", x_init=None, dtype=jnp.float32):
+                variance: str = "beta", clip_denoised=None, x_init=None, dtype=jnp.float32):
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) with an eps-prediction eps_fn(x, i).
 
     x_T ~ N(0, I); for each index t of `timesteps` (descending; every index of alphas_bar for
@@ -756,7 +794,10 @@ def sample_ddpm(key, eps_fn: Callable, shape, alphas_bar, timesteps, *,
         x_prev = (x - beta / sqrt(1 - ab_t) eps(x, t)) / sqrt(alpha) + sigma z,
     sigma^2 = beta (`variance="beta"`, Ho et al.'s choice) or beta_tilde = (1 - ab_prev) /
     (1 - ab_t) beta (`"beta_tilde"`); no noise on the last step (z = 0 at t = 1 in Alg. 2).
-    Coefficients are host float64. NFE = number of steps.
+    `clip_denoised=(lo, hi)`: the mean is the posterior mean of q(x_prev | x_t, x0_hat)
+    (Ho et al. Eq. 7) at the clipped reconstruction x0_hat = clip((x - sqrt(1 - ab_t) eps) /
+    sqrt(ab_t), lo, hi), as Ho et al.'s and Diffusion-QL's code sample (without the clip it
+    is the same mean). Coefficients are host float64. NFE = number of steps.
     Returns (x, {"nfe", "timesteps"}).
     """
     shape = check_shape(shape)
@@ -772,11 +813,12 @@ def sample_ddpm(key, eps_fn: Callable, shape, alphas_bar, timesteps, *,
     else:
         raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
     var[-1] = 0.0
-    return _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, np.sqrt(var), x_init, dtype)
+    return _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, np.sqrt(var), x_init, dtype,
+                      _clip_table(clip_denoised, ab_t))
 
 
 def sample_ddim(key, eps_fn: Callable, shape, alphas_bar, timesteps, *, eta: float = 0.0,
-                x_init=None, dtype=jnp.float32):
+                clip_denoised=None, x_init=None, dtype=jnp.float32):
     """DDIM (Song, Meng & Ermon 2021, Eq. 12) with an eps-prediction eps_fn(x, i):
 
         x_prev = sqrt(ab_prev) (x - sqrt(1 - ab_t) eps) / sqrt(ab_t)
@@ -786,7 +828,9 @@ def sample_ddim(key, eps_fn: Callable, shape, alphas_bar, timesteps, *, eta: flo
     eta = 0 is deterministic: in x / sqrt(ab) coordinates it is exactly Euler's method on the
     probability-flow ODE dx/dsigma = (x - D)/sigma on the grid `schedules.ddpm_sigma_steps`;
     eta = 1 is DDPM with the beta-tilde variance. `timesteps` as in `sample_ddpm`;
-    x_T ~ N(0, I). NFE = number of steps. Returns (x, {"nfe", "timesteps"}).
+    x_T ~ N(0, I). `clip_denoised=(lo, hi)`: eps is replaced by the eps of the clipped
+    reconstruction, (x - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t), as in `sample_ddpm`.
+    NFE = number of steps. Returns (x, {"nfe", "timesteps"}).
     """
     shape = check_shape(shape)
     ts, ab_t, ab_prev = _check_timesteps(alphas_bar, timesteps)
@@ -794,30 +838,46 @@ def sample_ddim(key, eps_fn: Callable, shape, alphas_bar, timesteps, *, eta: flo
     c_x = np.sqrt(ab_prev / ab_t)
     c_dir = np.sqrt(np.maximum(1.0 - ab_prev - sig ** 2, 0.0))
     c_eps = c_dir - np.sqrt(ab_prev) * np.sqrt(1.0 - ab_t) / np.sqrt(ab_t)
-    return _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, sig, x_init, dtype)
+    return _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, sig, x_init, dtype,
+                      _clip_table(clip_denoised, ab_t))
 
 
-def _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, c_z, x_init, dtype):
-    """x <- c_x x + c_eps eps(x, t) + c_z z over the index sequence ts (one lax.scan)."""
+def _clip_table(clip_denoised, ab_t):
+    """None, or ((lo, hi), the host tables sqrt(ab_t) and sqrt(1 - ab_t) [N]) for the clipped
+    reconstruction of `_ddpm_like`."""
+    if clip_denoised is None:
+        return None
+    return _clip_bounds(clip_denoised), (np.sqrt(ab_t), np.sqrt(1.0 - ab_t))
+
+
+def _ddpm_like(key, eps_fn, shape, ts, c_x, c_eps, c_z, x_init, dtype, clip=None):
+    """x <- c_x x + c_eps eps(x, t) + c_z z over the index sequence ts (one lax.scan); with
+    `clip` (`_clip_table`), eps is first replaced by the eps of the clipped x0 estimate."""
     noisy = bool(np.any(np.asarray(c_z) > 0))
     k_init, k_steps = split_key(key, stochastic=noisy)
     x = initial_state(k_init, shape, 1.0, x_init, dtype)
 
     at_index = getattr(eps_fn, "at_index", None)
+    cs = lambda v: host_constant(v, dtype)
 
-    def mean(x, t, a, b):
+    def mean(x, t, a, b, *root_ab):
         eps = at_index(x, t) if at_index else eps_fn(x, jnp.broadcast_to(t, (x.shape[0],)))
+        if root_ab:                               # sqrt(ab_t), sqrt(1 - ab_t)
+            sab, s1m = root_ab
+            x0 = jnp.clip((x - s1m * eps) / sab, *clip[0])
+            eps = (x - sab * x0) / s1m
         return a * x + b * eps
 
-    cs = lambda v: host_constant(v, dtype)
     n = len(ts)
-    xs = (jnp.asarray(ts, jnp.int32), cs(c_x), cs(c_eps), cs(c_z))
+    coeffs = (jnp.asarray(ts, jnp.int32), cs(c_x), cs(c_eps))
+    if clip is not None:
+        coeffs += tuple(cs(v) for v in clip[1])
     if not noisy:                       # DDIM eta = 0: deterministic, no draws
-        x, _ = lax.scan(lambda x, c: (mean(x, *c[:3]), None), x, xs)
+        x, _ = lax.scan(lambda x, c: (mean(x, *c), None), x, coeffs)
     else:
         def step(x, c):
-            z, (t, a, b, s) = c
-            return mean(x, t, a, b) + s * z, None
+            z, (s, c_mean) = c
+            return mean(x, *c_mean) + s * z, None
 
-        x = scan_with_noise(step, x, xs, lambda i: step_noise(k_steps, i, x), n)
+        x = scan_with_noise(step, x, (cs(c_z), coeffs), lambda i: step_noise(k_steps, i, x), n)
     return x, {"nfe": n, "timesteps": ts}

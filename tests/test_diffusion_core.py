@@ -118,6 +118,34 @@ def test_make_denoiser_composes_coefficients(name):
     np.testing.assert_allclose(d1, d2)
 
 
+def test_discrete_vp_precond_takes_the_nearest_level_index():
+    """A network trained on discrete levels sees the index of the level nearest in log sigma
+    (numpy argmin as the reference): each level's own index on the levels, the ends beyond
+    them; the denoiser is x - sigma eps(x / sqrt(1 + sigma^2), i) (DDPM in the sigma view)."""
+    ab = schedules.ddpm_schedule(50).alphas_bar
+    levels = np.sqrt((1.0 - ab) / ab)                       # increasing, [50]
+    rng = np.random.default_rng(0)
+    sig = np.concatenate([levels, np.exp(rng.uniform(np.log(1e-3), np.log(1e3), 500))])
+    reference = np.argmin(np.abs(np.log(sig)[:, None] - np.log(levels)[None, :]), axis=1)
+    index = precond.nearest_level_index(jnp.asarray(sig, jnp.float32), levels)
+    assert index.dtype == jnp.int32
+    np.testing.assert_array_equal(index, reference)
+    np.testing.assert_array_equal(index[:50], np.arange(50))
+    np.testing.assert_array_equal(precond.nearest_level_index(jnp.ones(3), [0.5]), [0, 0, 0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        precond.nearest_level_index(jnp.ones(3), levels[::-1])
+
+    def eps_net(params, x_in, c_noise):
+        return jnp.sin(x_in) + 0.01 * c_noise[:, None]
+
+    x = rng.standard_normal((50, 3)).astype(np.float32)
+    d = precond.make_denoiser(eps_net, None, precond.discrete_vp_precond(levels))(
+        jnp.asarray(x), jnp.asarray(levels, jnp.float32))
+    x_t = x / np.sqrt(1.0 + levels[:, None] ** 2)
+    expected = x - levels[:, None] * (np.sin(x_t) + 0.01 * np.arange(50)[:, None])
+    np.testing.assert_allclose(d, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_get_precond_rejects_unknown():
     with pytest.raises(ValueError, match="valid choices"):
         precond.get_precond("iddpm")

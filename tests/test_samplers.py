@@ -435,6 +435,10 @@ LOW_NFE = {
                         lambda n: n, False, (2.6, 1.5, 1.4)),
     "ancestral": (lambda k, d, n: S.sample_ancestral(k, d, Q, E(n)), lambda n: n, True,
                   (6.3, 4.6, 3.0)),
+    # Ho et al.'s other variance, beta = t^2 - t'^2: wider steps than the posterior's
+    # beta-tilde, which ignores the error of x0_hat (README: which variance at which NFE).
+    "ancestral_beta": (lambda k, d, n: S.sample_ancestral(k, d, Q, E(n), variance="beta"),
+                       lambda n: n, True, (6.2, 3.5, 2.3)),
     "ddim": (lambda k, d, n: S.sample_ddim(k, S.eps_from_denoiser(d, AB), Q, AB, TS(1000, n)),
              lambda n: n, False, (3.7, 2.2, 1.7)),
     "ddpm": (lambda k, d, n: S.sample_ddpm(k, S.eps_from_denoiser(d, AB), Q, AB, TS(1000, n)),
@@ -611,6 +615,60 @@ def test_eps_from_denoiser_inverts_forward_process():
 # Stochastic samplers: S_churn = 0 equals Heun; reproducibility; vmap.
 # ---------------------------------------------------------------------------------------------
 
+def _ddpm_clipped_numpy(eps_fn, x, alphas_bar, ts, noises, lo, hi):
+    """Ho et al. 2020's sampler as their code writes it, float64: x0 = sqrt(1 / ab) x -
+    sqrt(1 / ab - 1) eps, clipped; mean = coef1 x0 + coef2 x (posterior q(x_prev | x, x0),
+    Eq. 7: coef1 = beta sqrt(ab_prev) / (1 - ab), coef2 = (1 - ab_prev) sqrt(alpha) / (1 - ab));
+    plus sqrt(beta) z except on the last step."""
+    for j, t in enumerate(ts):
+        ab = alphas_bar[t]
+        ab_prev = alphas_bar[ts[j + 1]] if j + 1 < len(ts) else 1.0
+        alpha, beta = ab / ab_prev, 1.0 - ab / ab_prev
+        x0 = np.clip(np.sqrt(1 / ab) * x - np.sqrt(1 / ab - 1) * eps_fn(x, t), lo, hi)
+        x = (beta * np.sqrt(ab_prev) / (1 - ab)) * x0 + ((1 - ab_prev) * np.sqrt(alpha)
+                                                         / (1 - ab)) * x
+        if j + 1 < len(ts):
+            x = x + np.sqrt(beta) * noises[j]
+    return x
+
+
+def test_clip_denoised_is_ho_et_al_clipped_reconstruction():
+    """`clip_denoised=(lo, hi)`: DDPM equals the numpy reference of the clipped-x0 sampler
+    (Ho et al.'s / Diffusion-QL's code); the ancestral sampler in sigma space with the clip
+    equals it on the wrapped denoiser (`clip_denoiser`); with bounds far outside the samples
+    DDPM and DDIM equal their unclipped runs; bad bounds are refused."""
+    ab = SC.ddpm_schedule(8, 1e-4, 0.2).alphas_bar             # a short, strong schedule
+    ts = TS(8, 8)
+    eps_np = lambda x, t: np.tanh(x) * (1.0 + 0.1 * t)
+    eps_fn = lambda x, i: jnp.tanh(x) * (1.0 + 0.1 * S.per_sample(i.astype(x.dtype), x))
+    key, shape = jax.random.key(3), (64, 2)
+    k_init, k_steps = jax.random.split(key)
+    x_top = np.asarray(jax.random.normal(k_init, shape), np.float64)
+    noises = [np.asarray(S.step_noise(k_steps, j, jnp.zeros(shape)), np.float64)
+              for j in range(len(ts))]
+    reference = _ddpm_clipped_numpy(eps_np, x_top, ab, ts, noises, -0.5, 0.5)
+    clipped, free, wide, ddim, ddim_wide = jax.jit(lambda k: [
+        S.sample_ddpm(k, eps_fn, shape, ab, ts, clip_denoised=(-0.5, 0.5))[0],
+        S.sample_ddpm(k, eps_fn, shape, ab, ts)[0],
+        S.sample_ddpm(k, eps_fn, shape, ab, ts, clip_denoised=(-1e6, 1e6))[0],
+        S.sample_ddim(k, eps_fn, shape, ab, ts)[0],
+        S.sample_ddim(k, eps_fn, shape, ab, ts, clip_denoised=(-1e6, 1e6))[0]])(key)
+    np.testing.assert_allclose(clipped, reference, rtol=1e-4, atol=1e-4)
+    assert float(jnp.max(jnp.abs(clipped - free))) > 0.05        # the clip acts here
+    np.testing.assert_allclose(wide, free, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ddim_wide, ddim, rtol=1e-4, atol=1e-4)
+
+    sig = E(6)
+    option, wrapped = jax.jit(lambda k: (
+        S.sample_ancestral(k, D, (32, 2), sig, clip_denoised=(-0.3, 0.4))[0],
+        S.sample_ancestral(k, S.clip_denoiser(D, (-0.3, 0.4)), (32, 2), sig)[0]))(key)
+    np.testing.assert_array_equal(option, wrapped)
+    assert float(jnp.max(option)) <= 0.4 + 1e-6 and float(jnp.min(option)) >= -0.3 - 1e-6
+    for bad in ((1.0, -1.0), 0.5, (0.0,)):
+        with pytest.raises(ValueError, match="clip_denoised"):
+            S.sample_ancestral(key, D, (4, 2), sig, clip_denoised=bad)
+
+
 def test_edm_stochastic_without_churn_equals_heun():
     key = jax.random.key(5)
     (h, hi), (s, si) = jax.jit(lambda: (S.sample_heun(key, D, SHAPE, E(18)),
@@ -627,6 +685,57 @@ def test_vmap_over_keys_equals_loop():
     batched, single = jax.jit(lambda ks: (jax.vmap(run)(ks), [run(k) for k in ks]))(keys)
     for i in range(2):
         np.testing.assert_allclose(batched[i], single[i], atol=1e-5)
+
+
+def test_rng_normal_is_jax_random_normal():
+    """`rng.normal` (the samplers' draws) returns jax.random.normal's values bit for bit: for
+    typed and raw threefry keys, odd and multi-dimensional shapes, under jit and vmap over keys
+    and step indices; an rbg key falls back to jax.random.normal. Its block function equals
+    jax.extend.random.threefry_2x32 (Salmon et al. 2011's Threefry-2x32-20)."""
+    from jax.extend.random import threefry_2x32
+    from diffusion import rng
+
+    counts = jnp.arange(20, dtype=jnp.uint32) * jnp.uint32(2654435761)
+    raw = jax.random.key_data(jax.random.key(42))
+    mine = rng.threefry2x32(raw[0], raw[1], counts[:10], counts[10:])
+    np.testing.assert_array_equal(jnp.concatenate(mine), threefry_2x32(raw, counts))
+    assert rng.uses_unrolled_threefry(jax.random.key(0), jnp.float32)
+    for shape in [(1,), (7,), (256, 16), (3, 5, 4)]:
+        for key in (jax.random.key(3), jax.random.PRNGKey(11), jax.random.key(5, impl="rbg")):
+            np.testing.assert_array_equal(rng.normal(key, shape),
+                                          jax.random.normal(key, shape))
+    keys = jax.random.split(jax.random.key(9), 3)
+    theirs, ours = jax.jit(lambda ks: (
+        jax.vmap(lambda k: jax.random.normal(k, (33, 2)))(ks),
+        jax.vmap(lambda k: rng.normal(k, (33, 2)))(ks)))(keys)
+    np.testing.assert_array_equal(ours, theirs)
+    x = jnp.zeros((17, 3))
+    steps = jnp.arange(6)
+    theirs, ours = jax.jit(lambda k: (
+        jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k, i), x.shape))(steps),
+        jax.vmap(lambda i: S.step_noise(k, i, x))(steps)))(keys[0])
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_scan_with_noise_buffers_equal_draws_in_the_step():
+    """All draws up front (the default at this size), a refilled buffer of 5 steps (23 steps:
+    the last chunk partly unused) and of 1 step hand each step the noise `step_noise` draws
+    for it, bit for bit (the steps store what they get)."""
+    x = jnp.zeros((4, 3))
+    k_steps = jax.random.key(2)
+    num = 23
+
+    def step(seen, c):
+        z, i = c
+        return seen.at[i].set(z), None
+
+    expected = jax.vmap(lambda i: S.step_noise(k_steps, i, x))(jnp.arange(num))
+    outs = jax.jit(lambda k: [
+        S.scan_with_noise(step, jnp.zeros((num,) + x.shape), jnp.arange(num),
+                          lambda i: S.step_noise(k, i, x), num, chunk=c)
+        for c in (None, 5, 1)])(k_steps)
+    for out in outs:
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_sampler_is_differentiable():

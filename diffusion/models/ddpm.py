@@ -18,7 +18,6 @@ at norm 1; lr, batch and EMA are the common toy values (`protocol.base_config`).
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from algorithms.core import steps as step_axes
@@ -61,19 +60,9 @@ def level_sigmas(config) -> np.ndarray:
 
 
 def coefficients(config):
-    log_levels = np.log(level_sigmas(config))
-
-    def coeff(sigma):
-        sigma = jnp.asarray(sigma)
-        table = jnp.asarray(log_levels, jnp.float32)
-        ls = jnp.log(sigma).astype(jnp.float32)
-        i = jnp.clip(jnp.searchsorted(table, ls), 1, len(log_levels) - 1)
-        idx = jnp.where(jnp.abs(table[i - 1] - ls) <= jnp.abs(table[i] - ls), i - 1, i)
-        vp = precond.vp_precond(sigma)
-        return precond.Coefficients(c_skip=vp.c_skip, c_out=vp.c_out, c_in=vp.c_in,
-                                    c_noise=idx.astype(sigma.dtype))
-
-    return coeff
+    """VP preconditioning with c_noise the nearest trained level's index
+    (`precond.discrete_vp_precond`)."""
+    return precond.discrete_vp_precond(level_sigmas(config))
 
 
 def loss(raw_fn, x0, key, config):
