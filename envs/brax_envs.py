@@ -1,21 +1,29 @@
-"""Brax locomotion environments (hopper, halfcheetah, walker2d) behind the gymnax interface.
+"""Brax / MJX locomotion environments (hopper, halfcheetah, walker2d) behind the gymnax interface.
 
     env, params = envs.make("brax-hopper")                  # needs the optional extra:
     env, params = envs.make("brax-hopper", backend="mjx")   #   pip install -e '.[brax]'
+    env, params = envs.make("brax-hopper", backend="mjx", model="gymnasium")
 
 Brax (Freeman et al. 2021, "Brax - A Differentiable Physics Engine for Large Scale Rigid Body
 Simulation", arXiv:2106.13281) steps whole batches of MuJoCo-style robots in JAX, so on an
 accelerator the dataset pipeline (`envs.generation`), online SAC/TD3 and offline evaluation run
-on them unchanged: this adapter gives a brax env gymnax's `reset_env` / `step_env`, a time
-limit in `EnvParams.max_steps_in_episode` (1000, as D4RL's Gym-MuJoCo tasks) and Box spaces;
-gymnax's `Environment.step` adds the auto-reset and the six-value return (terminated = the
-robot fell, truncated = the time limit).
+on them unchanged: this adapter gives a brax-style env gymnax's `reset_env` / `step_env`, a
+time limit in `EnvParams.max_steps_in_episode` (1000, as D4RL's Gym-MuJoCo tasks) and Box
+spaces; gymnax's `Environment.step` adds the auto-reset and the six-value return (terminated =
+the robot fell, truncated = the time limit).
 
-Observation and action sizes follow brax's envs (hopper 11 / 3, halfcheetah 18 / 6, walker2d
-17 / 6 in brax 0.14; D4RL's MuJoCo hopper and walker2d have the same sizes, its halfcheetah 17
-observations). Brax's default physics backend is "generalized"; "positional" and "spring" are
-cheaper approximations (fastest to compile and run on a CPU), "mjx" is MuJoCo's own dynamics.
-Brax's `step` draws no randomness (only `reset` does), so the step key is unused.
+Two models of each robot:
+  model="brax"       brax's own envs (`brax.envs.get_environment`), on any brax backend: its
+                     XML, observation, reward and reset follow brax, not gymnasium (sizes in
+                     brax 0.14: hopper 11 / 3, halfcheetah 18 / 6, walker2d 17 / 6).
+  model="gymnasium"  gymnasium's Hopper-v5 / HalfCheetah-v5 / Walker2d-v5 on MJX
+                     (`envs.mujoco_match`): gymnasium's XML files, observation layout, reward
+                     terms and health rules (sizes 11 / 3, 17 / 6, 17 / 6, as D4RL's files);
+                     backend "mjx" only. The D4RL-style datasets hopper-*, halfcheetah-*,
+                     walker2d-* are generated with it (`envs.generation_config`).
+Brax's default physics backend is "generalized"; "positional" and "spring" are cheaper
+approximations (fastest to compile and run on a CPU), "mjx" is MuJoCo's own dynamics.
+The step draws no randomness (only `reset` does), so the step key is unused.
 
 brax is imported only when an environment is built: without it, `envs.make("brax-hopper")`
 raises an ImportError naming the extra to install, and nothing else in the codebase needs it.
@@ -34,6 +42,7 @@ from gymnax.environments import environment, spaces
 BRAX_ENVS = {"brax-hopper": "hopper", "brax-halfcheetah": "halfcheetah",
              "brax-walker2d": "walker2d"}
 BACKENDS = ("generalized", "positional", "spring", "mjx")
+MODELS = ("brax", "gymnasium")
 
 
 def _brax_envs():
@@ -48,7 +57,7 @@ def _brax_envs():
 
 @struct.dataclass
 class BraxEnvState:
-    brax_state: Any  # brax.envs.State: pipeline state, obs, reward, done, metrics, info
+    brax_state: Any  # brax.envs.State or mujoco_match.LocomotionState: obs, reward, done
     time: jax.Array  # int32 steps since reset (gymnax's time limit reads it)
 
 
@@ -63,19 +72,33 @@ class BraxEnv(environment.Environment):
     Args:
       env_name: a brax env name ("hopper", "halfcheetah", "walker2d", ...).
       backend: brax physics backend, one of BACKENDS.
+      model: "brax" (brax's env) or "gymnasium" (gymnasium's v5 env on MJX; backend "mjx").
     """
 
-    def __init__(self, env_name: str = "hopper", backend: str = "generalized"):
+    def __init__(self, env_name: str = "hopper", backend: str = "generalized",
+                 model: str = "brax"):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown brax backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        self.env_name, self.backend = env_name, backend
-        _brax_envs()  # fail here, naming the extra, when brax is missing
+        if model not in MODELS:
+            raise ValueError(f"unknown locomotion model {model!r}; valid: {', '.join(MODELS)}")
+        if model == "gymnasium" and backend != "mjx":
+            raise ValueError(f"model 'gymnasium' runs on MuJoCo's dynamics: backend must be "
+                             f"'mjx', got {backend!r}")
+        self.env_name, self.backend, self.model = env_name, backend, model
+        if model == "gymnasium":
+            from envs import mujoco_match
+            mujoco_match._mujoco_modules()  # fail here, naming the extra, when it is missing
+        else:
+            _brax_envs()  # fail here, naming the extra, when brax is missing
 
     @functools.cached_property
     def _env(self):
-        """The brax env, built on first use: `envs.env_options` constructs a BraxEnv only to read
-        its default params, which need no physics model."""
+        """The brax-style env, built on first use: `envs.env_options` constructs a BraxEnv only
+        to read its default params, which need no physics model."""
+        if self.model == "gymnasium":
+            from envs import mujoco_match
+            return mujoco_match.MjxLocomotion(self.env_name)
         return _brax_envs().get_environment(self.env_name, backend=self.backend)
 
     @property

@@ -57,11 +57,14 @@ GENERATION: dict[str, dict[str, Any]] = {
         "medium_score": 100.0 / 3.0,
         "medium_tolerance": 10.0,
     },
-    # Brax locomotion (optional extra, `pip install -e '.[brax]'`; envs.brax_envs): D4RL's
-    # Gym-MuJoCo scale, SAC 256-256 for 1M environment steps, 1000-step episodes; sized for an
-    # accelerator.
+    # Gymnasium's Hopper-v5 / HalfCheetah-v5 / Walker2d-v5 on MJX (optional extra,
+    # `pip install -e '.[brax]'`; envs.brax_envs, envs.mujoco_match): gymnasium's XML models,
+    # observations, rewards and health rules, so the data's states are the gymnasium envs'.
+    # D4RL's Gym-MuJoCo scale, SAC 256-256 for 1M environment steps, 1000-step episodes; sized
+    # for an accelerator (env_options {"backend": "generalized", "model": "brax"} gives brax's
+    # own robots instead).
     **{name: {
-        "env_options": {"backend": "generalized"},
+        "env_options": {"backend": "mjx", "model": "gymnasium"},
         "sac": {"hidden_sizes": (256, 256), "learning_starts": 10_000, "batch_size": 256},
         "total_timesteps": 1_000_000,
         "snapshot_every": 10_000,

@@ -3,6 +3,11 @@ r"""Command line of the offline-dataset generator (`envs.generation`).
     python -m launch.datasets --env=pendulum             # the five kinds into the cache
     python -m launch.datasets --env=pendulum --force     # regenerate them (repairs any cache state)
     python -m launch.datasets --list                     # registered names, what is cached
+    python -m launch.datasets --env=hopper --overrides='{"total_timesteps": 2000}'  # smaller
+
+--overrides is a JSON object merged into the settings `envs.generation_config.GENERATION[env]`
+(nested "sac", "episodes", "env_options" merge key by key); with it the set is always
+generated (a cached set may come from other settings).
 
 Prints the cache status or, for --env, the references and one row per dataset: transitions,
 episodes, mean episode return and its normalized score. Without --force, --env generates when
@@ -12,12 +17,15 @@ of killed generations first.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, Callable
 
+import envs
 from envs import datasets as datasets_lib
 from envs import generation
+from envs.generation_config import generation_settings
 
 
 # ---------------------------------------------------------------------------- summary table
@@ -85,6 +93,9 @@ def _define_flags():
                          "(repairs a damaged or mixed cache without reading it).")
     flags.DEFINE_boolean("list", False, "List the registered dataset names and cache status.")
     flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+    flags.DEFINE_string("overrides", None, "JSON object merged into the generation settings "
+                        "of --env (envs.generation_config.GENERATION), e.g. a tiny run: "
+                        '\'{"total_timesteps": 2000, "episodes": {"random": 4}}\'.')
     return flags.FLAGS
 
 
@@ -103,6 +114,18 @@ def _main(argv, fl, print_fn: Callable[[str], None]) -> int:
     if not fl.list and fl.env not in datasets_lib.ENVS:
         print_fn(f"ERROR: --env must be one of {', '.join(datasets_lib.ENVS)}; got {fl.env!r}")
         return 2
+    overrides = None
+    if getattr(fl, "overrides", None):
+        try:
+            overrides = json.loads(fl.overrides)
+            if not isinstance(overrides, dict):
+                raise ValueError(f"a JSON object is needed, got {type(overrides).__name__}")
+            settings = generation_settings(fl.env, overrides)
+            # the environment's options, checked before anything is compiled
+            envs.make(datasets_lib.ENVS[fl.env], **settings["env_options"])
+        except (ValueError, ImportError) as e:  # json.JSONDecodeError is a ValueError
+            print_fn(f"ERROR: --overrides={fl.overrides!r}: {e}")
+            return 2
     removed = datasets_lib.clean_temporaries()
     if removed:
         print_fn(f"removed {len(removed)} temporary file(s) of interrupted writes: "
@@ -111,11 +134,12 @@ def _main(argv, fl, print_fn: Callable[[str], None]) -> int:
         list_cache(print_fn)
         return 0
     # --force is decided before any cached file is read: a damaged file must not stop it.
-    rows = None if fl.force else summary_rows(fl.env)
+    rows = None if fl.force or overrides else summary_rows(fl.env)
     if rows is None or any(r.get("problem") or r.get("seed") != fl.seed for r in rows):
         t0 = time.perf_counter()
         try:
-            generation.generate(fl.env, seed=fl.seed, progress=fl.progress)
+            generation.generate(fl.env, seed=fl.seed, progress=fl.progress,
+                                overrides=overrides)
         except ImportError as e:  # an optional extra (brax) is missing
             print_fn(f"ERROR: {e}")
             return 2

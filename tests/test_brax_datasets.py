@@ -3,9 +3,12 @@ pipeline and an offline algorithm, on a tiny budget.
 
 Without brax installed (CI: it is not in the test extra) only the error paths run; with
 `pip install -e '.[brax]'` the rest runs (mostly XLA compiling brax's physics). The
-"positional" backend keeps compilation short; hopper episodes are cut at 30 steps and SAC gets
-8-8 nets and 300 steps: the policies learn nothing, so these tests check the pipeline (spaces,
-termination vs time limit, D4RL arrays, references, an IQL run and its evaluation), not scores.
+"positional" backend with brax's own hopper keeps compilation short; hopper episodes are cut
+at 30 steps and SAC gets 8-8 nets and 300 steps: the policies learn nothing, so these tests
+check the pipeline (spaces, termination vs time limit, D4RL arrays, references, an IQL run and
+its evaluation), not scores. The generations compile SAC around the physics for minutes on a
+CPU: they are marked slow. How gymnasium's model on MJX matches gymnasium is
+tests/test_mujoco_match.py.
 """
 import importlib.util
 import os
@@ -25,10 +28,15 @@ from envs.brax_envs import BraxEnv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HAVE_BRAX = importlib.util.find_spec("brax") is not None
+# gymnasium's models on MJX (the default of the hopper / halfcheetah / walker2d datasets) need
+# mujoco-mjx and gymnasium, which the brax extra brings; they may be installed without brax.
+HAVE_MJX = HAVE_BRAX or (importlib.util.find_spec("mujoco") is not None
+                         and importlib.util.find_spec("mujoco.mjx") is not None
+                         and importlib.util.find_spec("gymnasium") is not None)
 needs_brax = pytest.mark.skipif(not HAVE_BRAX, reason="the optional brax extra is not installed")
 
 EPISODE = 30
-OPTIONS = {"backend": "positional", "max_steps_in_episode": EPISODE}
+OPTIONS = {"backend": "positional", "model": "brax", "max_steps_in_episode": EPISODE}
 TINY = {"env_options": OPTIONS,
         "sac": {"hidden_sizes": (8, 8), "batch_size": 32, "learning_starts": 100},
         "total_timesteps": 300, "snapshot_every": 100,
@@ -48,7 +56,7 @@ def test_unknown_backend_is_refused_before_brax_is_imported():
         BraxEnv("hopper", backend="ode")
 
 
-@pytest.mark.skipif(HAVE_BRAX, reason="brax is installed")
+@pytest.mark.skipif(HAVE_MJX, reason="brax or mujoco-mjx is installed")
 def test_without_brax_the_error_names_the_extra(tmp_path, monkeypatch):
     from launch import datasets as cli
 
@@ -102,6 +110,7 @@ def test_adapter_spaces_termination_and_time_limit():
 
 
 @needs_brax
+@pytest.mark.slow
 @pytest.mark.timeout(2400)  # generous: XLA compiles brax's physics, slow beside other jobs
 def test_tiny_budget_generation_and_an_offline_run(tmp_path, monkeypatch):
     from algorithms.offline import iql
@@ -141,3 +150,34 @@ def test_tiny_budget_generation_and_an_offline_run(tmp_path, monkeypatch):
     out = jax.jit(lambda s, k: iql.evaluate(s, k, config, task))(state, jax.random.key(1))
     assert np.isfinite(float(out["normalized_score"]))
     assert 1.0 <= float(out["length"]) <= EPISODE
+
+
+@needs_brax
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_tiny_generation_on_gymnasiums_model_from_the_command_line(tmp_path, monkeypatch):
+    """The default hopper settings (gymnasium's Hopper-v5 on MJX) through launch.datasets with
+    a tiny --overrides: D4RL arrays with gymnasium's observation size and time limit."""
+    import json
+
+    from launch import datasets as cli
+
+    monkeypatch.setenv("JAXRL_DATASETS_DIR", str(tmp_path))
+    tiny = {**TINY, "env_options": {"max_steps_in_episode": EPISODE}}
+    flags = types.SimpleNamespace(list=False, env="hopper", seed=0, force=False,
+                                  progress=False, overrides=json.dumps(tiny))
+    out = []
+    assert cli.main(["datasets"], flags, out.append) == 0, out
+    assert any(line.startswith("hopper-medium-replay-v0") for line in "\n".join(out).splitlines())
+    for name in NAMES:
+        ds = dl.load_hdf5(tmp_path / f"{name}.hdf5")
+        a = ds.arrays
+        assert ds.metadata["env_options"] == {"backend": "mjx", "model": "gymnasium",
+                                              "max_steps_in_episode": EPISODE}
+        assert a["observations"].shape[1] == a["next_observations"].shape[1] == 11
+        ends = a["terminals"] | a["timeouts"]
+        lengths = np.diff(np.concatenate([[-1], np.flatnonzero(ends)]))
+        assert ends[-1] and lengths.max() <= EPISODE
+        # Gymnasium's reward: healthy steps earn 1 + forward velocity - 1e-3 |a|^2; the
+        # observation's qpos part is qpos[1:] (z first, ~1.25 at reset).
+        assert np.all(np.abs(a["observations"][:, 0] - 1.25) < 0.6)

@@ -290,6 +290,37 @@ def test_command_line_table_and_list(generated, monkeypatch):
     assert cli.main(["datasets"], bad, out.append) == 2 and "pendulum" in out[0]
 
 
+def test_command_line_overrides_generate_a_tiny_set_and_bad_ones_are_refused(generated, tmp_path,
+                                                                            monkeypatch):
+    import json
+
+    monkeypatch.setenv("JAXRL_DATASETS_DIR", str(tmp_path))
+    calls = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    for bad, message in (("{total_timesteps: 5}", "Expecting property name"),
+                         ("[1, 2]", "a JSON object is needed, got list"),
+                         ('{"total_steps": 5}', "unknown generation setting 'total_steps'"),
+                         ('{"env_options": {"gravity": 5}}', "unknown option(s) ['gravity']")):
+        out = []
+        assert cli.main(["datasets"], _flags(overrides=bad), out.append) == 2
+        assert len(out) == 1 and out[0].startswith(f"ERROR: --overrides={bad!r}: ")
+        assert message in out[0]
+    assert calls == [] and not list(tmp_path.iterdir())
+    # The generation settings of the fixture, as JSON: generated into the empty cache (the
+    # programs are the fixture's), the same arrays; a second call generates again.
+    out = []
+    assert cli.main(["datasets"], _flags(overrides=json.dumps(TINY)), out.append) == 0
+    assert "generated the pendulum datasets" in out[0]
+    assert calls[0]["overrides"] == json.loads(json.dumps(TINY))
+    _, data = generated
+    for name in NAMES:
+        np.testing.assert_array_equal(dl.load_hdf5(tmp_path / f"{name}.hdf5").arrays["rewards"],
+                                      data[name].arrays["rewards"])
+    assert cli.main(["datasets"], _flags(overrides=json.dumps(TINY)), [].append) == 0
+    assert len(calls) == 2
+
+
 # ---------------------------------------------------------------------------- one set, repairs
 def _copy_set(generated, directory):
     cache, _ = generated
