@@ -64,8 +64,9 @@ KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", 
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 # Dataset prefix -> environment id (envs.make); registered names are f"{prefix}-{kind}-v0".
-# hopper / halfcheetah / walker2d are gymnasium v5 MuJoCo models on MJX (the optional brax extra, envs.brax_envs;
-# generating them is an accelerator-sized job, see envs.generation_config.GENERATION).
+# hopper / halfcheetah / walker2d are gymnasium v5's MuJoCo models on MJX (the optional brax
+# extra, envs.brax_envs / envs.mujoco_match; generating them is an accelerator-sized job, see
+# envs.generation_config.GENERATION).
 ENVS: dict[str, str] = {"pendulum": "Pendulum-v1", "swimmer": "Swimmer-misc",
                         "reacher": "Reacher-misc", "hopper": "brax-hopper",
                         "halfcheetah": "brax-halfcheetah", "walker2d": "brax-walker2d"}
