@@ -263,3 +263,46 @@ def test_normalize_advantages_is_the_plain_formula_otherwise():
     a, m = np.asarray(adv, np.float64), np.asarray(mask, bool)
     want = (a - a[m].mean()) / (a[m].std() + 1e-8)
     np.testing.assert_allclose(got[m], want[m], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- on-policy rollouts
+def _rollout_drawn_in_the_loop(key, env, task, env_state, obs, policy, policy_params, steps):
+    """The reference rollout: every step splits its own key and samples with the distribution's
+    `sample_and_log_prob`, through the plain `wrappers.make_vec_env` stack (a Python loop)."""
+    from algorithms.online import _onpolicy as op
+    rows = []
+    for step_key in jax.random.split(key, steps):
+        k_act, k_env = jax.random.split(step_key)
+        action, log_prob = policy.apply(policy_params, obs).sample_and_log_prob(seed=k_act)
+        obs, env_state, reward, *_ = env.step(k_env, env_state, op.env_action(action, task),
+                                              task.params)
+        rows.append((action, log_prob, reward))
+    return [jnp.stack(x) for x in zip(*rows)], obs
+
+
+@pytest.mark.parametrize("env_name,normalize", [("CartPole-v1", False), ("Pendulum-v1", True)])
+def test_rollout_with_noise_drawn_ahead_equals_drawing_in_the_loop(env_name, normalize):
+    """`collect` draws every step's keys, the envs' keys and the categorical Gumbel noise
+    before its scan; its actions and log-probabilities are the same bits as a loop that draws
+    them step by step, and so are the envs' trajectories (up to float rounding: the unrolled
+    loop and the scan body are compiled apart, and XLA may fuse Pendulum's dynamics
+    differently in each)."""
+    from algorithms.online import _onpolicy as op
+    task = envs.Task(*envs.make(env_name))
+    config = ppo.default_config()
+    config.update(num_envs=3, normalize_obs=normalize, hidden_sizes=(8,))
+    policy, _ = op.build_networks(config, task)
+    reference_env = wrappers.make_vec_env(task.env, 3, normalize)
+    obs, env_state = reference_env.reset(jax.random.key(0), task.params)
+    policy_params = policy.init(jax.random.key(1), obs)
+    key = jax.random.key(2)
+    (actions, log_probs, rewards), last_obs = jax.jit(
+        lambda k, s, o: _rollout_drawn_in_the_loop(k, reference_env, task, s, o, policy,
+                                                   policy_params, 6))(key, env_state, obs)
+    _, got_obs, rollout, _ = jax.jit(lambda k, s, o: op.collect(
+        k, op.make_env(config, task), task.params, s, o, op.sample_fn(policy, policy_params),
+        6, task))(key, env_state, obs)
+    np.testing.assert_array_equal(np.asarray(rollout.actions), np.asarray(actions))
+    np.testing.assert_array_equal(np.asarray(rollout.log_probs), np.asarray(log_probs))
+    np.testing.assert_allclose(np.asarray(rollout.rewards), np.asarray(rewards), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got_obs), np.asarray(last_obs), rtol=1e-5, atol=1e-6)

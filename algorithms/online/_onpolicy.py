@@ -11,6 +11,12 @@ Discrete action spaces get a `CategoricalPolicy`, Box spaces a `GaussianPolicy` 
 flattened action (state-independent log std) acting in the environment's units; its samples
 are stored and scored unclipped, and the environment wrapper clips them to the box.
 `RULES` / `CHECKS` are the config rules the four modules share (algorithms.core.config_rules).
+
+A rollout's randomness is drawn ahead of its `lax.scan`, for all steps at once: the per-step keys
+(split exactly as a per-step `split` would), the envs' keys, and for a categorical policy the
+Gumbel noise of `jax.random.categorical` (`Sampler`); the scan body then holds only the
+networks and the environments. The samples are the same bits as drawing inside the loop; the
+work is a few batched random-number calls instead of several small ones per step.
 """
 from __future__ import annotations
 
@@ -69,9 +75,22 @@ def build_networks(config, task) -> tuple[nn.Module, nn.Module]:
     return policy, networks.ValueNet(hidden, act)
 
 
+class _VecEnv(wrappers.VecEnv):
+    """`wrappers.VecEnv` whose `step` also takes the envs' keys already split ([num_envs]
+    typed keys); a single key (typed, or a raw uint32 one) is split here, as VecEnv does."""
+    steps_with_env_keys = True
+
+    def step(self, key, state, action, params):
+        if key.shape == () or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return super().step(key, state, action, params)
+        return jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(key, state, action, params)
+
+
 def make_env(config, task):
-    return wrappers.make_vec_env(task.env, int(config.num_envs),
-                                 bool(config.get("normalize_obs", False)))
+    """`wrappers.make_vec_env`'s stack (episode statistics, action clipping, batching, optional
+    observation normalization) over a `_VecEnv`."""
+    vec = _VecEnv(wrappers.ClipAction(wrappers.EpisodeStats(task.env)), int(config.num_envs))
+    return wrappers.NormalizeObservation(vec) if config.get("normalize_obs", False) else vec
 
 
 def init_networks(k_policy, k_value, k_env, config, task):
@@ -94,16 +113,30 @@ def env_action(action: jax.Array, task) -> jax.Array:
 def collect(key, env, env_params, env_state, obs, act_fn: Callable, num_steps: int, task):
     """Steps the vectorized env `num_steps` times with `act_fn(flat_obs, key) -> (a, log_prob)`.
 
+    With a `Sampler` as act_fn (what `sample_fn` returns) its noise for every step is drawn
+    before the scan; with an env from `make_env` the envs' keys are too. Either way step t uses
+    (k_act, k_env) = split(split(key, num_steps)[t]).
     Returns (env_state, obs, Rollout [T, N, ...], training-episode metrics).
     """
+    step_keys = jax.vmap(jax.random.split)(jax.random.split(key, num_steps))  # [T, 2]
+    k_act, k_env = step_keys[:, 0], step_keys[:, 1]
+    num_envs = obs.shape[0]
+    if isinstance(act_fn, Sampler):
+        act_inputs = jax.vmap(lambda k: act_fn.noise(k, num_envs))(k_act)
+        act = act_fn.act
+    else:
+        act_inputs, act = k_act, act_fn
+    if getattr(env, "steps_with_env_keys", False) and jnp.issubdtype(k_env.dtype,
+                                                                     jax.dtypes.prng_key):
+        k_env = jax.vmap(lambda k: jax.random.split(k, num_envs))(k_env)  # as VecEnv splits
 
-    def step(carry, step_key):
+    def step(carry, inputs):
         env_state, obs = carry
-        k_act, k_env = jax.random.split(step_key)
+        act_input, env_key = inputs
         x = flat_obs(obs, task)
-        action, log_prob = act_fn(x, k_act)
+        action, log_prob = act(x, act_input)
         next_obs, env_state, reward, terminated, truncated, info = env.step(
-            k_env, env_state, env_action(action, task), env_params)
+            env_key, env_state, env_action(action, task), env_params)
         tr = Rollout(obs=x, actions=action, log_probs=log_prob,
                      rewards=reward.astype(jnp.float32), terminated=terminated,
                      truncated=truncated, dones=terminated | truncated,
@@ -112,8 +145,7 @@ def collect(key, env, env_params, env_state, obs, act_fn: Callable, num_steps: i
                                       "episode_done")}
         return (env_state, next_obs), (tr, stats)
 
-    (env_state, obs), (batch, stats) = jax.lax.scan(
-        step, (env_state, obs), jax.random.split(key, num_steps))
+    (env_state, obs), (batch, stats) = jax.lax.scan(step, (env_state, obs), (act_inputs, k_env))
     return env_state, obs, batch, wrappers.episode_metrics(stats)
 
 
@@ -122,11 +154,43 @@ def flatten_time(x: jax.Array) -> jax.Array:
     return x.reshape((-1,) + x.shape[2:])
 
 
-def sample_fn(policy: nn.Module, params) -> Callable:
-    """act_fn for `collect`: a sample of pi(.|s) and its log-probability."""
-    def act(x, key):
-        return policy.apply(params, x).sample_and_log_prob(seed=key)
-    return act
+class Sampler:
+    """act_fn for `collect`: a sample of pi(.|s) and its log-probability, `sampler(x, key)`, also
+    split in two so the randomness can be drawn ahead: `noise(key, batch)` (what step t needs
+    from its key) and `act(x, noise) -> (action, log_prob)`, with
+    act(x, noise(key, len(x))) == sampler(x, key) bit for bit (finite logits; jax's default
+    Gumbel sampler).
+
+    A categorical policy's noise is the Gumbel noise [batch, num_actions] that
+    `jax.random.categorical` draws (action = argmax(log-softmax logits + noise), the Gumbel-max
+    trick; its log-probability is read off the normalized logits); any other policy's noise is
+    the key itself, for its distribution's own `sample_and_log_prob`.
+    """
+
+    def __init__(self, policy: nn.Module, params):
+        self.policy, self.params = policy, params
+        self.categorical = isinstance(policy, networks.CategoricalPolicy)
+
+    def __call__(self, x, key):
+        return self.policy.apply(self.params, x).sample_and_log_prob(seed=key)
+
+    def noise(self, key, batch: int):
+        if self.categorical:
+            return jax.random.gumbel(key, (batch, self.policy.num_actions))
+        return key
+
+    def act(self, x, noise):
+        dist = self.policy.apply(self.params, x)
+        if not self.categorical:
+            return dist.sample_and_log_prob(seed=noise)
+        log_probs = dist.logits  # log-softmax normalized (distrax.Categorical)
+        action = jnp.argmax(log_probs + noise, axis=-1).astype(jnp.int32)
+        return action, jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
+
+
+def sample_fn(policy: nn.Module, params) -> Sampler:
+    """act_fn for `collect`: a sample of pi(.|s) and its log-probability (see `Sampler`)."""
+    return Sampler(policy, params)
 
 
 def obs_normalizer(env_state) -> Callable[[jax.Array], jax.Array]:

@@ -327,17 +327,19 @@ def update(state: State, config, task):
     (params, opt_state), aux = jax.lax.scan(epoch, (state.params, opt_state),
                                             jax.random.split(k_epochs, config.update_epochs))
 
-    # Exact mean KL[pi_old, pi_new] on the batch after the update; adapts beta (Sec. 4).
-    kl = actor.apply(old_params["actor"], batch.obs).kl_divergence(
-        actor.apply(params["actor"], batch.obs)).mean()
+    metrics = {k: v.mean() for k, v in aux.items()}
     kl_beta = state.kl_beta
     if config.variant == "kl_penalty":
+        # Exact mean KL[pi_old, pi_new] on the batch after the update adapts beta (Sec. 4).
+        # The clip variant reports only approx_kl: two more actor passes over the whole batch
+        # would be for a metric alone.
+        kl = actor.apply(old_params["actor"], batch.obs).kl_divergence(
+            actor.apply(params["actor"], batch.obs)).mean()
         kl_beta = adapt_kl_beta(kl_beta, kl, kl_min=config.kl_min, kl_max=config.kl_max,
                                 factor=config.kl_beta_factor)
-
-    metrics = {k: v.mean() for k, v in aux.items()}
+        metrics["kl"] = kl
     metrics.update(episode_stats)
-    metrics.update(kl=kl, lr=opt_state.hyperparams["learning_rate"],
+    metrics.update(lr=opt_state.hyperparams["learning_rate"],
                    explained_variance=1.0 - jnp.var(batch.target - batch.value)
                    / (jnp.var(batch.target) + 1e-8))
     if config.variant == "kl_penalty":
