@@ -27,8 +27,10 @@ Runner overhead (`--overhead=ALGOS`, default ppo; `--overhead=` skips it): a who
 `launch.runner.train` into a fresh workdir (compiles of init, chunk and evaluate, the host round
 trip after every chunk, the evaluations, orbax checkpoints, metric logs and reports; no progress
 bar), against the bare training program: `init` then one `chunk(num_updates)` of the same
-programs, first call, compile included. overhead = runner / bare - 1. The two alternate
-(`--overhead_rounds` pairs, fresh programs each time) and the best of each is kept.
+programs, first call, compile included. overhead = runner / bare - 1, in wall time and in
+process CPU time (all threads: XLA's, orbax's background writes), which the other jobs on a
+shared machine disturb less. The two alternate (`--overhead_rounds` pairs, fresh programs each
+time) and the best of each is kept.
 
 PPO is run in the PureJaxRL CartPole shape (4 envs x 128 steps, 4 epochs x 4 minibatches,
 64-64 tanh MLPs); those fields are set explicitly below even though ppo.default_config has them.
@@ -102,33 +104,35 @@ def measure(algo, config, task, seeds: int, updates: int):
     return compile_s, wall, n
 
 
-def bare_run_s(algo, config, task, seeds: int) -> float:
-    """Wall s of the whole training as one program, first call: programs.init, then
-    programs.chunk(num_updates), compile included."""
-    t0 = time.perf_counter()
+def bare_run_s(algo, config, task, seeds: int) -> tuple[float, float]:
+    """(wall s, process CPU s) of the whole training as one program, first call:
+    programs.init, then programs.chunk(num_updates), compile included."""
+    t0, c0 = time.perf_counter(), time.process_time()
     programs = runner.build_programs(algo, config, task, seeds)
     keys = jax.device_put(runner.seed_keys(0, seeds), programs.sharding)
     jax.block_until_ready(programs.chunk(int(config.num_updates))(programs.init(keys)))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def runner_run_s(algo, config, task, seeds: int) -> float:
-    """Wall s of `launch.runner.train` over the whole run into a fresh workdir."""
+def runner_run_s(algo, config, task, seeds: int) -> tuple[float, float]:
+    """(wall s, process CPU s) of `launch.runner.train` over the whole run into a fresh
+    workdir."""
     with tempfile.TemporaryDirectory(prefix="bench_runner_") as workdir:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = runner.train(algo, config, task, num_seeds=seeds, workdir=workdir,
                               progress=False, print_fn=lambda *_: None)
         jax.block_until_ready(result.state)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
-def runner_overhead(algo, config, task, seeds: int, rounds: int) -> tuple[float, float]:
-    """(best bare s, best runner s) over `rounds` alternating pairs."""
+def runner_overhead(algo, config, task, seeds: int, rounds: int):
+    """((bare wall, bare CPU), (runner wall, runner CPU)), each the best of `rounds`
+    alternating pairs (wall and CPU minimised separately)."""
     bare, full = [], []
     for _ in range(rounds):
         bare.append(bare_run_s(algo, config, task, seeds))
         full.append(runner_run_s(algo, config, task, seeds))
-    return min(bare), min(full)
+    return tuple(map(min, zip(*bare))), tuple(map(min, zip(*full)))
 
 
 def _load() -> str:
@@ -152,7 +156,8 @@ def main():
     parser.add_argument("--overhead", default="ppo",
                         help="algorithms whose runner overhead is measured over a whole default "
                              "run at 1 seed (comma-separated subset of ppo,dqn; empty: none)")
-    parser.add_argument("--overhead_seeds", default="1", help="seed counts for --overhead")
+    parser.add_argument("--overhead_seeds", default="1,4",
+                        help="seed counts for --overhead (4: launch.run's default)")
     parser.add_argument("--overhead_rounds", type=int, default=2)
     args = parser.parse_args()
     seed_counts = [int(s) for s in (args.seeds or ("1,8" if args.quick else "1,8,64")).split(",")]
@@ -205,16 +210,19 @@ def main():
               "checkpoints) vs programs.init + chunk(num_updates); best of "
               f"{args.overhead_rounds} alternating pairs, compile included")
         print(f"{'algo':>5} {'seeds':>6} {'updates':>7} {'log_every':>9} {'eval_every':>10} "
-              f"{'bare s':>8} {'runner s':>9} {'overhead':>9}")
+              f"{'bare s':>8} {'runner s':>9} {'overhead':>9} {'bare cpu s':>10} "
+              f"{'runner cpu s':>12} {'cpu overhead':>12}")
     for name, algo, env_name, make_config in CASES:
         if name not in overhead_algos:
             continue
         for seeds in [int(x) for x in args.overhead_seeds.split(",")]:
             config = make_config()
             task = algo.make_task(env_name, config)
-            bare, full = runner_overhead(algo, config, task, seeds, args.overhead_rounds)
+            (bare, bare_cpu), (full, full_cpu) = runner_overhead(algo, config, task, seeds,
+                                                                 args.overhead_rounds)
             print(f"{name:>5} {seeds:>6} {int(config.num_updates):>7} {config.log_every:>9} "
-                  f"{config.eval_every:>10} {bare:>8.2f} {full:>9.2f} {full / bare - 1:>8.1%}")
+                  f"{config.eval_every:>10} {bare:>8.2f} {full:>9.2f} {full / bare - 1:>8.1%} "
+                  f"{bare_cpu:>10.2f} {full_cpu:>12.2f} {full_cpu / bare_cpu - 1:>11.1%}")
             sys.stdout.flush()
     print(f"# {_load()}")
 

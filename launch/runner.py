@@ -397,10 +397,22 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=step, unit="upd", dynamic_ncols=True, leave=True)
     chunks_run = 0
+
+    def dispatch(from_state, at: int, run: int):
+        """Starts the chunk after update `at` (the run's `run`-th in this call), or None."""
+        if at >= total or (max_chunks is not None and run >= max_chunks):
+            return None
+        return programs.chunk(min(chunk, total - at))(from_state)
+
     try:
-        while step < total and (max_chunks is None or chunks_run < max_chunks):
+        running = dispatch(state, step, 0)
+        while running is not None:
             length = min(chunk, total - step)
-            new_state, metrics = programs.chunk(length)(state)
+            state, metrics = running  # `state` is now the chunk's output (not yet computed)
+            # The next chunk is queued before this one's metrics reach the host, so the
+            # device does not wait for the host's logging, evaluation call or checkpoint
+            # (a non-finite metric below discards it unsaved).
+            running = dispatch(state, step + length, chunks_run + 1)
             metrics = {k: np.asarray(v) for k, v in distributed.to_host(metrics).items()}
             bad = _first_non_finite(metrics, step)
             if bad:
@@ -417,7 +429,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
             write("metrics", step, row, axes_at(step))
             if step // eval_every > prev // eval_every or step == total:
                 ev = distributed.to_host(
-                    programs.evaluate(new_state, jax.random.fold_in(eval_key_root, step)))
+                    programs.evaluate(state, jax.random.fold_in(eval_key_root, step)))
                 ev = {k: np.asarray(v) for k, v in ev.items()}
                 bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
                 if bad:
@@ -426,8 +438,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
                 final.update({f"eval/{k}": v for k, v in ev.items()})
                 write("eval", step, ev, axes_at(step))
                 if ckpt is not None:
-                    ckpt.save(step, new_state)
-            state = new_state
+                    ckpt.save(step, state)
             chunks_run += 1
             if bar is not None:
                 bar.update(length)

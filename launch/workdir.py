@@ -77,14 +77,22 @@ class Checkpoints:
             raise WorkdirError(f"{self.directory} is a file, not a checkpoint folder; move it "
                                "away or choose another --workdir")
         self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                     enable_async_checkpointing=False)
+                                                     enable_async_checkpointing=True)
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state) -> None:
+        """Starts saving `state` as step `step` and returns once its arrays are copied off the
+        devices; orbax writes them on a background thread into a temporary folder that it
+        renames to `<step>` when complete, so a step folder is always whole (a killed save
+        leaves only the temporary folder, which restore ignores). The next save, `wait` and
+        `close` wait for it."""
         self.manager.save(step, args=self._ocp.args.StandardSave(_to_saveable(state)))
+
+    def wait(self) -> None:
+        """Returns once every started save is on disk."""
         self.manager.wait_until_finished()
 
     def restore(self, step: int, template):
@@ -139,6 +147,7 @@ class Checkpoints:
         return template, 0
 
     def close(self) -> None:
+        self.manager.wait_until_finished()
         self.manager.close()
 
 
