@@ -141,7 +141,7 @@ def main():
                 row = run_child([__file__, "--jaxcorl", path, "--steps", str(args.steps),
                                  "--child", impl, str(n)])
                 if row:
-                    rows.append(row)
+                    rows.append({**row, "round": r})
                     print(json.dumps(row), flush=True)
     ratio_table(rows, "updates_per_s_per_seed", "JAX-CORL", "IQL: gradient updates/s per seed, "
                 "round by round", "updates/s")

@@ -214,9 +214,17 @@ def child(algo: str, impl: str, seeds: int, reps: int, budget: int, path: str) -
 
 
 # ---------------------------------------------------------------------------- driver
-def run_child(argv: list[str]) -> dict | None:
-    """Runs this script (or another) with `argv` in a fresh process; its last JSON line."""
-    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+def run_child(argv: list[str], timeout_s: float | None = None) -> dict | None:
+    """Runs this script (or another) with `argv` in a fresh process; its last JSON line, or None
+    when it fails or runs past `timeout_s` (PureJaxRL's vmapped orthogonal init can deadlock on
+    2-core CPUs; see the README)."""
+    try:
+        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                             timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"# timed out after {timeout_s:.0f} s (hung?): {' '.join(argv[1:])}",
+              file=sys.stderr)
+        return None
     lines = [x for x in out.stdout.strip().splitlines() if x.startswith("{")]
     if out.returncode != 0 or not lines:
         print(f"# failed: {' '.join(argv[1:])}\n{out.stderr[-1500:]}", file=sys.stderr)
@@ -230,15 +238,24 @@ def machine_header() -> str:
             f"{os.cpu_count()} cores, python {platform.python_version()}; load average {load}")
 
 
+def _round_value(rows: list[dict], key: str, seeds: int, rnd: int, ours: bool):
+    return next((r[key] for r in rows if r["seeds"] == seeds and r.get("round", 0) == rnd
+                 and (r["impl"] == "ours") == ours), None)
+
+
 def ratio_table(rows: list[dict], key: str, theirs: str, title: str, unit: str) -> None:
-    """Prints | seeds | theirs | ours | ours / theirs | with one value per round, paired."""
+    """Prints | seeds | theirs | ours | ours / theirs | with one value per round, paired by
+    round ("-" where a process failed or hung)."""
     print(f"\n{title}\n| seeds | {theirs} {unit} | ours | ours / {theirs} |\n|---|---|---|---|")
     for n in sorted({r["seeds"] for r in rows}):
-        them = [r[key] for r in rows if r["seeds"] == n and r["impl"] != "ours"]
-        us = [r[key] for r in rows if r["seeds"] == n and r["impl"] == "ours"]
-        ratios = " / ".join(f"{u / t:.2f}" for t, u in zip(them, us))
-        print(f"| {n} | {' / '.join(f'{t:,}' for t in them)} | {' / '.join(f'{u:,}' for u in us)}"
-              f" | {ratios} |")
+        rounds = sorted({r.get("round", 0) for r in rows if r["seeds"] == n})
+
+        them = [_round_value(rows, key, n, rnd, ours=False) for rnd in rounds]
+        us = [_round_value(rows, key, n, rnd, ours=True) for rnd in rounds]
+        show = " / ".join
+        ratios = show(f"{u / t:.2f}" if t and u else "-" for t, u in zip(them, us))
+        print(f"| {n} | {show(f'{t:,}' if t else '-' for t in them)} | "
+              f"{show(f'{u:,}' if u else '-' for u in us)} | {ratios} |")
 
 
 def main():
@@ -252,6 +269,8 @@ def main():
                         help="steady-state calls per process (1 above 8 seeds)")
     parser.add_argument("--max_env_steps", type=float, default=4e6,
                         help="cap on seeds x env steps per seed in one call (see above)")
+    parser.add_argument("--child_timeout", type=float, default=900,
+                        help="seconds before a process counts as hung and is killed")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = os.path.abspath(args.purejaxrl)
@@ -278,9 +297,10 @@ def main():
             for r in range(args.rounds):
                 for impl in (("purejaxrl", "ours") if r % 2 == 0 else ("ours", "purejaxrl")):
                     row = run_child([__file__, "--purejaxrl", path, "--reps", str(reps),
-                                     "--child", algo, impl, str(n), str(budget)])
+                                     "--child", algo, impl, str(n), str(budget)],
+                                    args.child_timeout)
                     if row:
-                        rows.append(row)
+                        rows.append({**row, "round": r})
                         print(json.dumps(row), flush=True)
         ratio_table(rows, "env_steps_per_s", "PureJaxRL", f"{algo}: env steps/s (steady state), "
                     "round by round", "env steps/s")

@@ -81,3 +81,17 @@ def test_per_seed_budget_is_whole_updates_under_the_cap():
     assert compare.per_seed_budget("dqn", 1, 1e6) == 500_000
     assert compare.per_seed_budget("dqn", 8, 1e6) == 10_000 + 1150 * 100  # warm-up + updates
     assert compare.quarters([1, 2, 3, 4, 5, 6, 7, 8]) == [2.0, 4.0, 6.0, 8.0]
+
+
+def test_ratio_table_pairs_rounds_and_marks_a_missing_process(capsys):
+    rows = [{"seeds": 64, "round": 0, "impl": "ours", "sps": 150},  # PureJaxRL hung this round
+            {"seeds": 64, "round": 1, "impl": "ours", "sps": 200},
+            {"seeds": 64, "round": 1, "impl": "purejaxrl", "sps": 100}]
+    compare.ratio_table(rows, "sps", "PureJaxRL", "title", "env steps/s")
+    assert "| 64 | - / 100 | 150 / 200 | - / 2.00 |" in capsys.readouterr().out
+
+
+def test_run_child_gives_up_on_a_hung_process(capsys):
+    assert compare.run_child(["-c", "import time; time.sleep(30)"], timeout_s=0.5) is None
+    assert "timed out after" in capsys.readouterr().err
+    assert compare.run_child(["-c", "print('{\"a\": 1}')"], timeout_s=30) == {"a": 1}
