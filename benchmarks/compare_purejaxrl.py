@@ -177,7 +177,7 @@ def our_program(algo: str, budget: int, seeds: int):
         return chunk(programs.init(jax.device_put(keys, programs.sharding)))
 
     def evaluate(state):
-        return np.asarray(programs.evaluate(state, jax.random.key(7))["return"])
+        return np.asarray(programs.evaluate(state, jax.random.key(7), 0)["return"])
 
     del envs
     return train, evaluate, lambda metrics: np.asarray(metrics["episode_return"]).T

@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 CI_RESAMPLES = 2000
 # Step axes written beside `step` in every row (the first two where the algorithm defines them).
 AXES = ("env_steps", "grad_steps", "wall_time")
+TB_FLUSH_SECS = 5  # how stale a live TensorBoard view of a run may be, at most
 _INT_COLUMNS = {"step", "seed", "env_steps", "grad_steps"}
 # A CI from fewer seeds than this is reported as what it is: the bootstrap of 2-4 values spans
 # about their min..max (Agarwal et al. 2021 recommend >= 5 runs for interval estimates).
@@ -114,7 +116,10 @@ class MetricLog:
                 at_resume = [r for r in self.rows["metrics"] if r["step"] == resume_step]
                 purge = 1 + int(at_resume[0].get(tb_axis, resume_step) if at_resume and tb_axis
                                 else resume_step)
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge)
+            # Its writer thread flushes every TB_FLUSH_SECS and on close; a flush after every
+            # write cost 2.4 ms of the host loop per chunk.
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge,
+                                     flush_secs=TB_FLUSH_SECS)
 
     def wall_time(self) -> float:
         """The largest `wall_time` logged so far (0.0 without any): where a resumed run's
@@ -183,7 +188,6 @@ class MetricLog:
             if kind == "metrics":
                 for a, v in {"update": step, **axes}.items():
                     self._tb.add_scalar(f"steps/{a}", float(v), tb_step)
-            self._tb.flush()
 
     def last(self, kind: str) -> dict[str, np.ndarray]:
         """Per-seed values of the last logged step (metric -> [seeds]); step axes excluded."""
@@ -237,6 +241,19 @@ def x_axis(axes: dict[str, np.ndarray]) -> str:
     return next(a for a in ("env_steps", "grad_steps", "update") if a in axes)
 
 
+def preload_plotting() -> None:
+    """Imports matplotlib on a daemon thread, so that the learning-curve plot at the end of a
+    run does not wait for it (0.3 s); the runner starts it while XLA compiles, which releases
+    the GIL. An import error is left for `plot_learning_curves` to raise."""
+    def load():
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except Exception:  # noqa: BLE001 - reported by the real import later
+            pass
+    threading.Thread(target=load, name="preload-matplotlib", daemon=True).start()
+
+
 def plot_learning_curves(log: MetricLog, path: str, title: str = "") -> None:
     """Every metric against env_steps (else grad_steps, else updates): mean over seeds with a
     95% bootstrap CI band.
@@ -269,15 +286,19 @@ def plot_learning_curves(log: MetricLog, path: str, title: str = "") -> None:
         lo, hi = bootstrap_ci(np.nan_to_num(values))
         ax.plot(steps, mean, lw=1.5, marker="o" if len(steps) < 10 else None, ms=3)
         ax.fill_between(steps, lo, hi, alpha=0.3)
-        ax.set_title(name, fontsize=9)
+        # An explicit title height skips matplotlib's search for the tick labels above the
+        # axes; four ticks per axis instead of up to nine halve the tick labels drawn.
+        ax.set_title(name, fontsize=9, y=1.0, pad=4)
         ax.set_xlabel(xname.replace("_", " "), fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.locator_params(nbins=4)
         ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 4))
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     fig.suptitle(f"{title} (mean, 95% CI over {values.shape[1]} seeds)", fontsize=10)
-    fig.savefig(path, dpi=110)
+    # zlib level 1: two thirds of the default level's encoding time for a ~15% larger file
+    fig.savefig(path, dpi=110, pil_kwargs={"compress_level": 1})
 
 
 def write_summary(path: str, config: dict, final: dict[str, np.ndarray], extra: dict) -> dict:

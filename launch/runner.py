@@ -215,7 +215,8 @@ class Programs:
     init(keys) -> state                    keys [width] typed keys, placed with `sharding`
     chunk(length)(state) -> (state, metrics)   `length` updates in one lax.scan; metrics
                                            [length, width]; compiled once per length
-    evaluate(state, key) -> metrics        [width]; one evaluation key shared by all seeds
+    evaluate(state, key, at) -> metrics    [width]; all seeds share the evaluation key
+                                           fold_in(key, at) (`at`: the update number)
     The task's arrays (`split_task`) are bound as the programs' replicated last argument.
     """
     sharding: NamedSharding  # state leaves: seed axis first, split over devices
@@ -237,8 +238,8 @@ class Programs:
             self._chunks[length].jitted = compiled
         return self._chunks[length]
 
-    def evaluate(self, state, key: jax.Array):
-        return self._evaluate(state, key, self.task_arrays)
+    def evaluate(self, state, key: jax.Array, at: int):
+        return self._evaluate(state, key, at, self.task_arrays)
 
     def lower_chunk(self, length: int, state) -> jax.stages.Lowered:
         """The chunk program lowered for `state`, for ahead-of-time compilation and cost
@@ -262,8 +263,11 @@ def build_programs(algo: ModuleType, config, task, width: int) -> Programs:
 
     init = jax.jit(jax.vmap(lambda k, d: strong_types(algo.init(k, config, rebuild(d))),
                             in_axes=(0, None)), out_shardings=sharding)
-    evaluate = jax.jit(jax.vmap(lambda s, k, d: algo.evaluate(s, k, config, rebuild(d)),
-                                in_axes=(0, None, None)))
+    # The evaluation key is folded with the update number inside the program: an eager
+    # fold_in would be one more (tiny) compile per run.
+    evaluate = jax.jit(jax.vmap(
+        lambda s, root, at, d: algo.evaluate(s, jax.random.fold_in(root, at), config, rebuild(d)),
+        in_axes=(0, None, None, None)))
 
     def make_chunk(length: int):
         vupdate = jax.vmap(lambda s, d: algo.update(s, config, rebuild(d)), in_axes=(0, None))
@@ -342,6 +346,8 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
            artifacts, print_fn, started, loggers) -> RunResult:
     total, chunk = int(config.num_updates), int(config.log_every)
     eval_every = int(config.get("eval_every", chunk))
+    if wd is not None and distributed.is_primary():
+        report.preload_plotting()  # for the learning curves written at the end
     programs = build_programs(algo, config, task, len(members) * num_seeds)
     # Made by jitted programs placed on the seed mesh, so that every process of a
     # multi-process run builds only its own shards; the same values as eager code.
@@ -429,7 +435,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
             write("metrics", step, row, axes_at(step))
             if step // eval_every > prev // eval_every or step == total:
                 ev = distributed.to_host(
-                    programs.evaluate(state, jax.random.fold_in(eval_key_root, step)))
+                    programs.evaluate(state, eval_key_root, step))
                 ev = {k: np.asarray(v) for k, v in ev.items()}
                 bad = _first_non_finite({k: v[None] for k, v in ev.items()}, step - 1)
                 if bad:
