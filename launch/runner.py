@@ -250,6 +250,14 @@ class Programs:
         return sum(fn.jitted._cache_size() for fn in self._chunks.values())
 
 
+def compiler_options() -> dict | None:
+    """XLA options for the runner's programs: on CPU, LLVM at -O2 instead of XLA's default
+    -O3. Measured on PPO and DQN (CartPole, 2-core x86 CPU): init and chunk compile 20-30%
+    faster, the same run time (the matmuls are library calls; the loop fusions vectorise
+    alike at -O2). Other backends keep their defaults (not measured there)."""
+    return {"xla_backend_optimization_level": 2} if jax.default_backend() == "cpu" else None
+
+
 def build_programs(algo: ModuleType, config, task, width: int) -> Programs:
     """The init / chunk / evaluate programs of `algo` over `width` seeds (see `Programs`)."""
     # Every leaf of the state has the seed axis first and is split over devices along it;
@@ -261,19 +269,21 @@ def build_programs(algo: ModuleType, config, task, width: int) -> Programs:
     arrays, rebuild = split_task(task)
     arrays = jax.device_put(arrays, replicated)
 
+    options = compiler_options()
     init = jax.jit(jax.vmap(lambda k, d: strong_types(algo.init(k, config, rebuild(d))),
-                            in_axes=(0, None)), out_shardings=sharding)
+                            in_axes=(0, None)), out_shardings=sharding, compiler_options=options)
     # The evaluation key is folded with the update number inside the program: an eager
     # fold_in would be one more (tiny) compile per run.
     evaluate = jax.jit(jax.vmap(
         lambda s, root, at, d: algo.evaluate(s, jax.random.fold_in(root, at), config, rebuild(d)),
-        in_axes=(0, None, None, None)))
+        in_axes=(0, None, None, None)), compiler_options=options)
 
     def make_chunk(length: int):
         vupdate = jax.vmap(lambda s, d: algo.update(s, config, rebuild(d)), in_axes=(0, None))
         return jax.jit(
             lambda s, d: jax.lax.scan(lambda c, _: vupdate(c, d), s, None, length=length),
-            in_shardings=(sharding, replicated), out_shardings=(sharding, metric_sharding))
+            in_shardings=(sharding, replicated), out_shardings=(sharding, metric_sharding),
+            compiler_options=options)
 
     return Programs(sharding, metric_sharding, replicated, arrays, init, evaluate, make_chunk)
 
