@@ -159,7 +159,12 @@ def main():
     parser.add_argument("--overhead_seeds", default="1,4",
                         help="seed counts for --overhead (4: launch.run's default)")
     parser.add_argument("--overhead_rounds", type=int, default=2)
+    parser.add_argument("--xla_default_options", action="store_true",
+                        help="compile with XLA's default options instead of "
+                             "runner.compiler_options() (LLVM -O2 on CPU), to compare the two")
     args = parser.parse_args()
+    if args.xla_default_options:
+        runner.compiler_options = lambda: None
     seed_counts = [int(s) for s in (args.seeds or ("1,8" if args.quick else "1,8,64")).split(",")]
     wanted = set(args.algos.split(","))
     per_algo = QUICK_UPDATES if args.quick else DEFAULT_UPDATES
@@ -169,6 +174,7 @@ def main():
           f"{os.cpu_count()} cores, python {platform.python_version()}")
     print(f"# jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} x "
           f"{dev.device_kind}; {_load()}")
+    print(f"# compiler options: {runner.compiler_options() or 'XLA defaults'}")
     print("# runner.build_programs: chunk(K) = jit(lax.scan(vmap(update), length=K)); compile = "
           "lower_chunk+compile; wall = best of n calls; growth = wall(S) / wall(1 seed)")
     pc = ppo_config()
