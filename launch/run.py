@@ -151,6 +151,9 @@ flags.DEFINE_boolean("artifacts", True, "After training, write the algorithm's o
                      "sampler at NFE 10/35/100 into a sliced-Wasserstein table and a picture).")
 flags.DEFINE_boolean("extend", False, "Continue a finished run in --workdir to a larger "
                      "--config.num_updates (without it, a changed num_updates is refused).")
+flags.DEFINE_float("checkpoint_interval_s", 60.0,  # runner.CHECKPOINT_INTERVAL_S
+                   "Checkpoints follow evaluations: the first, then any at least this many "
+                   "seconds after the previous save, and the last; 0: at every evaluation.")
 flags.DEFINE_string("compilation_cache", None, "Folder of JAX's persistent compilation cache, "
                     "so a rerun loads its compiled programs (default: "
                     "$JAXRL_COMPILATION_CACHE_DIR, else jax_compilation_cache/ beside the "
@@ -233,6 +236,9 @@ def main(argv):
     config = _CONFIG.value
     if FLAGS.num_seeds < 1:
         _fail(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
+    if not FLAGS.checkpoint_interval_s >= 0:
+        _fail(f"--checkpoint_interval_s must be >= 0 seconds (0: a checkpoint at every "
+              f"evaluation), got {FLAGS.checkpoint_interval_s}")
     given = {"env": FLAGS.env, "dataset": FLAGS.dataset}
     for flag, value in given.items():
         if value and flag != algo.TASK_FLAG:
@@ -259,7 +265,8 @@ def main(argv):
                               workdir=workdir, progress=FLAGS.progress,
                               run_info={"algo": algo_name, "env": label}, sweep=sweep,
                               artifacts=FLAGS.artifacts, extend=FLAGS.extend,
-                              loggers=loggers, check_memory_first=True)
+                              loggers=loggers, check_memory_first=True,
+                              checkpoint_interval_s=FLAGS.checkpoint_interval_s)
     except (runner.NonFiniteError, runner.Interrupted) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 130 if isinstance(e, runner.Interrupted) else 1

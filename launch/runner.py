@@ -34,6 +34,11 @@ from algorithms.core.tree import strong_types
 from launch import distributed, registry, report
 from launch.workdir import Checkpoints, Workdir, WorkdirError  # noqa: F401 - re-exported
 
+# The least time between two checkpoints after the first (the last update's is always saved):
+# one orbax save of even a small state costs ~0.1 s of CPU, which at every evaluation was a
+# tenth of a 10-second run; a long run still saves at every evaluation a minute or more apart.
+CHECKPOINT_INTERVAL_S = 60.0
+
 
 class NonFiniteError(RuntimeError):
     """A metric became NaN or inf; the run stopped before saving the bad state."""
@@ -293,7 +298,8 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
           run_info: dict | None = None, sweep: dict[str, Sequence[float]] | None = None,
           artifacts: bool = True, extend: bool = False,
           print_fn: Callable[[str], None] = print,
-          loggers: Sequence[Any] = (), check_memory_first: bool = False) -> RunResult:
+          loggers: Sequence[Any] = (), check_memory_first: bool = False,
+          checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> RunResult:
     """Trains `num_seeds` seeds of `algo` on `task` as one vmapped, sharded program.
 
     With `sweep={"lr": [1e-3, 3e-4], ...}` every combination of values trains `num_seeds`
@@ -312,6 +318,10 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
       extend: allow a larger num_updates than the run already in `workdir` was started with.
       check_memory_first: estimate the seed-batched state's memory before compiling, print it,
         and refuse a batch that cannot fit (`check_memory`).
+      checkpoint_interval_s: checkpoints are written after evaluations: the first one of this
+        call, then any that comes at least this many seconds after the previous save, and
+        the last update's always; 0 saves at every evaluation. A preempted run loses at most
+        about this much training beyond one evaluation interval.
       loggers: extra metric sinks (e.g. launch.wandb_log.WandbLogger), host-side objects with
         `write(kind, step, per_seed, axes)`, `write_summary(payload)` and `close()`, given what
         metrics.csv / eval.csv / summary.json receive (by process 0 only).
@@ -322,6 +332,9 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
     """
     started = time.monotonic()  # wall_time counts from here (compilation included)
     config_rules.check(config, algo)  # every field in its allowed range, before compiling
+    if not checkpoint_interval_s >= 0:  # also refuses NaN
+        raise ValueError(f"checkpoint_interval_s={checkpoint_interval_s} is not allowed: it "
+                         "must be >= 0 seconds (0: a checkpoint at every evaluation)")
     total, chunk = int(config.num_updates), int(config.log_every)
     eval_every = int(config.get("eval_every", chunk))
     if total <= 0 or chunk <= 0 or eval_every <= 0:
@@ -344,7 +357,8 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
             wd.open()
             wd.check_run(run_config, extend=extend, print_fn=print_fn)
         return _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progress,
-                      run_config, artifacts, print_fn, started, tuple(loggers))
+                      run_config, artifacts, print_fn, started, tuple(loggers),
+                      float(checkpoint_interval_s))
     finally:
         if wd is not None:
             wd.close()
@@ -353,7 +367,7 @@ def train(algo: ModuleType, config, task, *, num_seeds: int = 4, seed: int = 0,
 
 
 def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progress, run_config,
-           artifacts, print_fn, started, loggers) -> RunResult:
+           artifacts, print_fn, started, loggers, checkpoint_interval_s) -> RunResult:
     total, chunk = int(config.num_updates), int(config.log_every)
     eval_every = int(config.get("eval_every", chunk))
     if wd is not None and distributed.is_primary():
@@ -413,6 +427,7 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=step, unit="upd", dynamic_ncols=True, leave=True)
     chunks_run = 0
+    last_save = None  # time.monotonic() of this call's last checkpoint
 
     def dispatch(from_state, at: int, run: int):
         """Starts the chunk after update `at` (the run's `run`-th in this call), or None."""
@@ -453,8 +468,10 @@ def _train(algo, config, task, members, num_seeds, seed, wd, max_chunks, progres
                                          f"{step} ({who(bad[2])}); stopped without saving")
                 final.update({f"eval/{k}": v for k, v in ev.items()})
                 write("eval", step, ev, axes_at(step))
-                if ckpt is not None:
+                if ckpt is not None and (last_save is None or step == total or time.monotonic()
+                                         - last_save >= checkpoint_interval_s):
                     ckpt.save(step, state)
+                    last_save = time.monotonic()
             chunks_run += 1
             if bar is not None:
                 bar.update(length)

@@ -15,7 +15,8 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["--algo=q_learning", "--num_seeds=4", "--config.num_updates=1500", "--noprogress"]
+ARGS = ["--algo=q_learning", "--num_seeds=4", "--config.num_updates=1500", "--noprogress",
+        "--checkpoint_interval_s=0"]  # a checkpoint at every evaluation, to kill after one
 
 
 def _free_port() -> int:

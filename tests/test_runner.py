@@ -107,6 +107,31 @@ def test_non_finite_metric_stops_and_keeps_checkpoints(tmp_path):
     ckpt.close()
 
 
+def test_checkpoint_interval_keeps_the_first_and_last_saves(tmp_path, monkeypatch):
+    """Checkpoints follow evaluations: with a long interval only the first and the last are
+    written; with 0 every one (evaluations at 6, 12, 18, 24)."""
+    algo = _noisy_algo()
+    config = algo.default_config()
+    config.num_updates = 24
+    saved = {}
+    original = runner.Checkpoints.save
+
+    def recording_save(self, step, state):
+        saved.setdefault(self.directory, []).append(step)
+        original(self, step, state)
+
+    monkeypatch.setattr(runner.Checkpoints, "save", recording_save)
+    for name, interval in (("sparse", 1e9), ("every", 0.0)):
+        runner.train(algo, config, None, num_seeds=2, workdir=str(tmp_path / name),
+                     progress=False, checkpoint_interval_s=interval)
+    assert saved[str(tmp_path / "sparse" / "checkpoints")] == [6, 24]
+    assert saved[str(tmp_path / "every" / "checkpoints")] == [6, 12, 18, 24]
+    with pytest.raises(ValueError, match=r"checkpoint_interval_s=-1.0 is not allowed.*>= 0"):
+        runner.train(algo, config, None, num_seeds=2, workdir=str(tmp_path / "bad"),
+                     progress=False, checkpoint_interval_s=-1.0)
+    assert not (tmp_path / "bad").exists()  # refused before the workdir was made
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     algo = _noisy_algo()
     config = algo.default_config()
@@ -199,6 +224,7 @@ def _cli(*args):
                                                      "pendulum-medium-v0", "swimmer-expert-v0"]),
     (["--algo=ppo", "--dataset=moons"], ["takes --env", "drop --dataset"]),
     (["--algo=robbins_monro", "--env=gridworld"], ["takes neither --env nor --dataset"]),
+    (["--checkpoint_interval_s=-5"], ["--checkpoint_interval_s must be >= 0", "got -5"]),
 ])
 def test_cli_rejects_bad_input_with_the_valid_choices(args, expected, tmp_path):
     if not any(a.startswith("--algo=") for a in args):  # the grid-world cases
