@@ -35,8 +35,9 @@ from launch import distributed, registry, report
 from launch.workdir import Checkpoints, Workdir, WorkdirError  # noqa: F401 - re-exported
 
 # The least time between two checkpoints after the first (the last update's is always saved):
-# one orbax save of even a small state costs ~0.1 s of CPU, which at every evaluation was a
-# tenth of a 10-second run; a long run still saves at every evaluation a minute or more apart.
+# an orbax save costs CPU time even for a small state, which at every evaluation was a
+# noticeable part of a short run (README, runner overhead); a long run still saves at every
+# evaluation that comes a minute or more after the previous save.
 CHECKPOINT_INTERVAL_S = 60.0
 
 
@@ -257,9 +258,9 @@ class Programs:
 
 def compiler_options() -> dict | None:
     """XLA options for the runner's programs: on CPU, LLVM at -O2 instead of XLA's default
-    -O3. Measured on PPO and DQN (CartPole, 2-core x86 CPU): init and chunk compile 20-30%
-    faster, the same run time (the matmuls are library calls; the loop fusions vectorise
-    alike at -O2). Other backends keep their defaults (not measured there)."""
+    -O3, which compiles faster and runs as fast (the matmuls are library calls and the loop
+    fusions vectorise alike at -O2; README, "Compiler options"). Other backends keep their
+    defaults (not measured there)."""
     return {"xla_backend_optimization_level": 2} if jax.default_backend() == "cpu" else None
 
 
